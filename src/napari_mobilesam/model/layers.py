@@ -1,0 +1,62 @@
+"""Small building blocks shared by the encoder and the decoder."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def tensor_versions(*tensors: torch.Tensor) -> tuple:
+    """A key that changes whenever any tensor is replaced or written in place.
+
+    Derived tensors (fused conv weights, gathered attention biases) are cached
+    against this key, so they always follow the weights actually loaded.
+    """
+    return tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel axis of a ``(B, C, H, W)`` tensor (eps 1e-6)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Normalising a channels-last view is one fused kernel instead of five.
+        y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), self.weight, self.bias, self.eps)
+        return y.permute(0, 3, 1, 2)
+
+
+class MLPBlock(nn.Module):
+    """Linear, activation, linear (the two-way transformer's token MLP)."""
+
+    def __init__(self, embedding_dim: int, mlp_dim: int, act: type[nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(embedding_dim, mlp_dim)
+        self.lin2 = nn.Linear(mlp_dim, embedding_dim)
+        self.act = act()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin2(self.act(self.lin1(x)))
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU between them (decoder heads)."""
+
+    def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [input_dim] + [hidden_dim] * (num_layers - 1)
+        outs = [hidden_dim] * (num_layers - 1) + [output_dim]
+        self.layers = nn.ModuleList(nn.Linear(n, k) for n, k in zip(dims, outs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.relu(x)
+        return x

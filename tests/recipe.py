@@ -1,0 +1,59 @@
+"""The seeded weights recipe of the reference fixtures (see ``tests/data/REFERENCE.md``).
+
+Weights drawn this way stand in for ``mobile_sam.pt``, which cannot be fetched
+here: the reference outputs were computed by the official code on them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+
+NORMAL_1_PREFIXES = (
+    "prompt_encoder.point_embeddings.",
+    "prompt_encoder.not_a_point_embed.",
+    "prompt_encoder.no_mask_embed.",
+    "mask_decoder.iou_token.",
+    "mask_decoder.mask_tokens.",
+)
+
+
+def reference_shapes() -> dict[str, tuple[tuple[int, ...], str]]:
+    """Key -> (shape, dtype name) of the official checkpoint."""
+    shapes = {}
+    for line in (DATA / "state_dict_shapes.tsv").read_text().splitlines()[1:]:
+        key, shape, dtype = line.split("\t")
+        dims = () if shape == "scalar" else tuple(int(d) for d in shape.split("x"))
+        shapes[key] = (dims, dtype)
+    return shapes
+
+
+def recipe_state_dict(seed: int = 0) -> dict:
+    """A state dict with every official key, drawn by the recipe with ``seed``."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, (shape, _dtype) in sorted(reference_shapes().items()):
+        name = key.rsplit(".", 1)[-1]
+        if name == "num_batches_tracked":
+            state[key] = torch.zeros(shape, dtype=torch.int64)
+            continue
+        if name == "running_var":
+            values = rng.uniform(0.5, 2.0, shape)
+        elif name == "running_mean":
+            values = rng.normal(0.0, 0.2, shape)
+        elif name == "bias":
+            values = rng.normal(0.0, 0.05, shape)
+        elif name in ("attention_biases", "positional_encoding_gaussian_matrix") or key.startswith(NORMAL_1_PREFIXES):
+            values = rng.normal(0.0, 1.0, shape)
+        elif len(shape) == 1:
+            values = rng.normal(1.0, 0.1, shape)
+        else:
+            fan_in = int(np.prod(shape[1:]))
+            values = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape)
+        state[key] = torch.from_numpy(np.asarray(values, dtype=np.float64).astype(np.float32))
+    return state
