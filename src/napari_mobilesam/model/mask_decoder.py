@@ -1,4 +1,12 @@
-"""SAM's mask decoder: tokens + image embedding -> low-res mask logits and IoU scores."""
+"""SAM's mask decoder: tokens + image embedding -> low-res mask logits and IoU scores.
+
+As in :mod:`.transformer`, decoding is split into :meth:`MaskDecoder.prepare`
+(once per image embedding) and :meth:`MaskDecoder.decode` (per batch of
+prompts). The two transposed convolutions of the upscaling head (kernel 2,
+stride 2) are computed as matrix products on the token layout, and the pixel
+order is restored only on the final low-res logits, a few small tensors
+instead of several full feature maps.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from .layers import MLP, LayerNorm2d, gelu_
+from .transformer import ImageContext, TwoWayTransformer
+
+
+def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight ``(kh*kw*out, in)`` and bias of a stride == kernel transposed conv, outputs ordered (a, b, out)."""
+    weight = conv.weight  # (in, out, kh, kw)
+    kh, kw = weight.shape[2:]
+    return weight.permute(2, 3, 1, 0).reshape(kh * kw * weight.shape[1], weight.shape[0]), conv.bias.repeat(kh * kw)
 
 
 class MaskDecoder(nn.Module):
@@ -41,35 +56,48 @@ class MaskDecoder(nn.Module):
         dense_prompt_embeddings: torch.Tensor,
         multimask_output: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decode ``B`` prompts against one image.
+        """Decode ``B`` prompts against one image (the official call signature).
 
         ``image_embeddings`` ``(1, C, 64, 64)`` (or ``(B, ...)``), ``image_pe``
         ``(1, C, 64, 64)``, sparse ``(B, N, C)``, dense ``(1 or B, C, 64, 64)``.
         Returns masks ``(B, M, 256, 256)`` logits and IoU ``(B, M)``, with
         ``M = 3`` for multimask output (tokens 1..3) and ``M = 1`` otherwise (token 0).
         """
-        mask_slice = slice(1, None) if multimask_output else slice(0, 1)
-        return self.predict_masks(image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, mask_slice)
+        context = self.prepare(image_embeddings, image_pe, dense_prompt_embeddings)
+        return self.decode(context, sparse_prompt_embeddings, multimask_output)
 
-    def predict_masks(self, image_embeddings, image_pe, sparse_prompt_embeddings, dense_prompt_embeddings, mask_slice=slice(None)):
+    def prepare(self, image_embeddings, image_pe, dense_prompt_embeddings) -> ImageContext:
+        """Everything that does not depend on sparse prompts; reuse it across prompts."""
+        return self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
+
+    def decode(self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool):
+        """Masks ``(B, M, 256, 256)`` and IoU ``(B, M)`` for ``(B, N, C)`` sparse prompts."""
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings), dim=1)
+        hs, src = self.transformer.decode(context, tokens)
 
-        # Broadcast, not repeat: B prompts share one image embedding.
-        src = image_embeddings + dense_prompt_embeddings
-        hs, src = self.transformer(src, image_pe, tokens)
-        iou_token_out = hs[:, 0, :]
-        mask_tokens_out = hs[:, 1 : 1 + self.num_mask_tokens, :]
+        selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in selected], dim=1)
+        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
 
-        b = src.shape[0]
-        h, w = image_embeddings.shape[-2:]
-        src = src.transpose(1, 2).reshape(b, self.transformer_dim, h, w)
-        upscaled = self.output_upscaling(src)
+        side = int(round(src.shape[1] ** 0.5))
+        upscaled = self.upscale(src)  # (B, HW * 16, 32), pixels in (i, j, a, b, a', b') order
+        masks = upscaled @ hyper_in.transpose(1, 2)  # (B, HW * 16, M)
+        masks = masks.view(batch, side, side, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        return masks.reshape(batch, -1, 4 * side, 4 * side), iou_pred
 
-        selected = range(self.num_mask_tokens)[mask_slice]
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](mask_tokens_out[:, i, :]) for i in selected], dim=1)
-        b, c, h, w = upscaled.shape
-        masks = (hyper_in @ upscaled.view(b, c, h * w)).view(b, -1, h, w)
-        iou_pred = self.iou_prediction_head(iou_token_out)[:, mask_slice]
-        return masks, iou_pred
+    def upscale(self, src: torch.Tensor) -> torch.Tensor:
+        """The upscaling head on image tokens ``(B, HW, C)`` -> ``(B, HW*16, C/8)``.
+
+        Output pixel ``(4i + 2a + a', 4j + 2b + b')`` of token ``(i, j)`` sits at
+        flat index ``((i*W + j)*2 + a)*2 + b)*4 + a'*2 + b'``.
+        """
+        conv1, norm, _, conv2, _ = self.output_upscaling
+        batch, tokens, _ = src.shape
+        weight, bias = _transposed_conv_as_linear(conv1)
+        x = F.linear(src, weight, bias).view(batch, tokens * 4, -1)
+        x = gelu_(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
+        weight, bias = _transposed_conv_as_linear(conv2)
+        x = gelu_(F.linear(x, weight, bias))
+        return x.view(batch, tokens * 16, -1)

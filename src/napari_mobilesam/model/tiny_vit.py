@@ -29,20 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import LayerNorm2d, tensor_versions
+from .layers import LayerNorm2d, gelu_, tensor_versions
 
 # Rows of the first stage's feature map processed at once by an MBConv block:
 # 32 rows x 256 px x 256 hidden channels of float32 is 8 MiB, within L3.
 MBCONV_BAND_ROWS = 32
-
-_gelu_inplace = getattr(torch._C._nn, "gelu_", None)
-
-
-def gelu_(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU, in place when torch offers it."""
-    if _gelu_inplace is None:
-        return F.gelu(x)
-    return _gelu_inplace(x)
 
 
 class Conv2dBN(nn.Sequential):

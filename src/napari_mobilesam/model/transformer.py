@@ -1,11 +1,16 @@
 """SAM's two-way transformer: prompt tokens and image tokens attend to each other.
 
-The image side may have batch 1 while the prompt side has batch ``B``: every
-operation broadcasts, so ``B`` prompts share one image embedding without
-copying it ``B`` times.
+Decoding is split in two so that many prompts share the work that depends on
+the image alone: :meth:`TwoWayTransformer.prepare` computes it once per image
+embedding (an :class:`ImageContext`), :meth:`TwoWayTransformer.decode` runs
+the rest per batch of prompts. The image side has batch 1 (or ``B`` with
+mask prompts) while prompts have batch ``B``; every operation broadcasts, so
+``B`` prompts never copy the image embedding.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +50,31 @@ class Attention(nn.Module):
         return self.attend(self.q_proj(q), self.k_proj(k), self.v_proj(v))
 
 
+def _add_norm(residual: torch.Tensor, update: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
+    """``norm(residual + update)``, adding into ``update`` (a temporary) when shapes allow."""
+    if update.shape == torch.broadcast_shapes(update.shape, residual.shape):
+        update += residual
+    else:
+        update = update + residual
+    return norm(update)
+
+
+@dataclass(frozen=True)
+class ImageContext:
+    """Image-only tensors of the first two-way block, shared by every prompt.
+
+    ``keys`` are the image tokens ``(Bi, HW, C)``, ``key_pe`` their positional
+    encoding ``(1, HW, C)``; ``token_to_image_k``/``_v`` and ``image_to_token_q``
+    are the first block's projections of them.
+    """
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    token_to_image_k: torch.Tensor
+    token_to_image_v: torch.Tensor
+    image_to_token_q: torch.Tensor
+
+
 class TwoWayAttentionBlock(nn.Module):
     """Self-attention of tokens, token->image, MLP, image->token cross-attention."""
 
@@ -60,7 +90,16 @@ class TwoWayAttentionBlock(nn.Module):
         self.cross_attn_image_to_token = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.skip_first_layer_pe = skip_first_layer_pe
 
-    def forward(self, queries, keys, query_pe, key_pe):
+    def image_projections(self, keys: torch.Tensor, key_pe: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The projections of the image tokens this block needs: k, v (token->image), q (image->token)."""
+        keys_with_pe = keys + key_pe
+        return (
+            self.cross_attn_token_to_image.k_proj(keys_with_pe),
+            self.cross_attn_token_to_image.v_proj(keys),
+            self.cross_attn_image_to_token.q_proj(keys_with_pe),
+        )
+
+    def forward(self, queries, keys, query_pe, key_pe, projections=None):
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -68,13 +107,16 @@ class TwoWayAttentionBlock(nn.Module):
             queries = queries + self.self_attn(q, q, queries)
         queries = self.norm1(queries)
 
-        keys_with_pe = keys + key_pe
-        q = queries + query_pe
-        queries = self.norm2(queries + self.cross_attn_token_to_image(q, keys_with_pe, keys))
+        k, v, image_q = projections if projections is not None else self.image_projections(keys, key_pe)
+        token_to_image = self.cross_attn_token_to_image
+        q = token_to_image.q_proj(queries + query_pe)
+        queries = self.norm2(queries + token_to_image.attend(q, k, v))
         queries = self.norm3(queries + self.mlp(queries))
 
+        image_to_token = self.cross_attn_image_to_token
         q = queries + query_pe
-        keys = self.norm4(keys + self.cross_attn_image_to_token(keys_with_pe, q, queries))
+        update = image_to_token.attend(image_q, image_to_token.k_proj(q), image_to_token.v_proj(queries))
+        keys = _add_norm(keys, update, self.norm4)
         return queries, keys
 
 
@@ -90,14 +132,24 @@ class TwoWayTransformer(nn.Module):
         self.final_attn_token_to_image = Attention(embedding_dim, num_heads, attention_downsample_rate)
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
+    def prepare(self, image_embedding: torch.Tensor, image_pe: torch.Tensor) -> ImageContext:
+        """Image-only work: ``image_embedding`` ``(Bi, C, H, W)``, ``image_pe`` ``(1, C, H, W)``."""
+        keys = image_embedding.flatten(2).transpose(1, 2).contiguous()
+        key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
+        return ImageContext(keys, key_pe, *self.layers[0].image_projections(keys, key_pe))
+
+    def decode(self, context: ImageContext, point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens ``(B, N, C)`` against a prepared image -> tokens ``(B, N, C)``, image ``(B, HW, C)``."""
+        queries, keys = point_embedding, context.keys
+        first = (context.token_to_image_k, context.token_to_image_v, context.image_to_token_q)
+        for i, layer in enumerate(self.layers):
+            queries, keys = layer(queries, keys, point_embedding, context.key_pe, first if i == 0 else None)
+        final = self.final_attn_token_to_image
+        q = queries + point_embedding
+        update = final.attend(final.q_proj(q), final.k_proj(keys + context.key_pe), final.v_proj(keys))
+        return self.norm_final_attn(queries + update), keys
+
     def forward(self, image_embedding, image_pe, point_embedding):
         """``image_embedding`` ``(1 or B, C, H, W)``, ``image_pe`` ``(1, C, H, W)``,
         ``point_embedding`` ``(B, N, C)`` -> tokens ``(B, N, C)``, image ``(B, HW, C)``."""
-        keys = image_embedding.flatten(2).permute(0, 2, 1)
-        key_pe = image_pe.flatten(2).permute(0, 2, 1)
-        queries = point_embedding
-        for layer in self.layers:
-            queries, keys = layer(queries, keys, point_embedding, key_pe)
-        q = queries + point_embedding
-        queries = self.norm_final_attn(queries + self.final_attn_token_to_image(q, keys + key_pe, keys))
-        return queries, keys
+        return self.decode(self.prepare(image_embedding, image_pe), point_embedding)
