@@ -102,7 +102,7 @@ def test_end_to_end_parity(name, predictor, references):
     for case_name, case in info["cases"].items():
         masks, _, _ = predictor.predict(**predict_kwargs(case, ref))
         expected = ref[f"{case_name}.masks"].reshape(-1, *masks.shape[-2:])
-        for ours, theirs in zip(masks.reshape(-1, *masks.shape[-2:]), expected):
+        for ours, theirs in zip(masks.reshape(-1, *masks.shape[-2:]), expected, strict=True):
             union = np.logical_or(ours, theirs).sum()
             iou = np.logical_and(ours, theirs).sum() / union if union else 1.0
             assert iou >= 0.98, (case_name, iou)

@@ -26,6 +26,7 @@ _LAZY = {
     "download_weights": "weights",
     "Predictor": "predictor",
     "ImageEmbedding": "embedding",
+    "EmbeddingCache": "cache",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -45,6 +46,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    # ruff: noqa: F401
     from .embedding import ImageEmbedding
     from .errors import MobileSAMError
     from .predictor import Predictor
