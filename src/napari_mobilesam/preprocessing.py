@@ -88,7 +88,7 @@ def to_uint8_rgb(image, contrast_limits: tuple[float, float] | None = None) -> n
         values = image.astype(np.float64)
         values = np.nan_to_num(values, nan=low, posinf=np.inf, neginf=-np.inf)
         if high > low:
-            values = (values - low) * (1.0 / (high - low))
+            values = (values - low) / (high - low)
         else:
             values = (values > low).astype(np.float64)
         grey = np.round(np.clip(values, 0.0, 1.0) * 255.0).astype(np.uint8)
