@@ -1,0 +1,120 @@
+"""Encoding the plane on screen in a worker, one at a time, discarding results for planes the user has left."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from napari.qt.threading import create_worker
+
+from .layer_plane import LayerPlane
+
+
+@dataclass(frozen=True, eq=False)
+class Encoded:
+    """An embedding for ``plane``; ``source``: "memory", "disk" or "computed"; ``seconds``: wall time."""
+
+    plane: LayerPlane
+    embedding: object
+    source: str
+    seconds: float
+    cache_text: str
+
+
+def encode_plane(session, plane: LayerPlane) -> Encoded:
+    """Load the model if needed, read the plane, and take its embedding from the cache or the encoder."""
+    predictor = session.predictor()
+    start = time.perf_counter()
+    pixels = plane.read()
+    embedding, source = session.cache.embedding(
+        predictor,
+        pixels,
+        contrast_limits=plane.contrast_limits,
+        image_id=plane.image_id,
+        slice_index=plane.slice_index,
+        n_slices=plane.n_slices,
+    )
+    seconds = time.perf_counter() - start
+    return Encoded(plane, embedding, source, seconds, session.cache.describe())
+
+
+@dataclass(frozen=True, eq=False)
+class Failed:
+    """What a worker returns instead of raising (napari would show a raised error with its traceback)."""
+
+    error: Exception
+
+
+def safely(function):
+    """``function``'s result, or :class:`Failed` with the exception it raised."""
+
+    def call(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except Exception as error:  # reported by the widget as a notification
+            return Failed(error)
+
+    call.__name__ = getattr(function, "__name__", "call")
+    return call
+
+
+class PlaneEncoder:
+    """Runs :func:`encode_plane` for the latest requested plane.
+
+    At most one encode runs at a time (two would share the CPU and both be
+    late); a plane requested meanwhile is encoded when it finishes, and a
+    result for a plane that is no longer the target is dropped (the cache
+    keeps it). ``on_ready(Encoded)`` and ``on_error(Exception)`` run on the UI thread.
+    """
+
+    def __init__(self, session_getter, on_ready, on_error, on_start=None) -> None:
+        self._session = session_getter
+        self._on_ready = on_ready
+        self._on_error = on_error
+        self._on_start = on_start
+        self._target: LayerPlane | None = None
+        self._worker = None
+        self._running: LayerPlane | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    @property
+    def target(self) -> LayerPlane | None:
+        return self._target
+
+    def request(self, plane: LayerPlane | None) -> None:
+        """Make ``plane`` the target (None: nothing) and encode it unless already under way."""
+        self._target = plane
+        if plane is not None and self._worker is None:
+            self._start(plane)
+
+    def _start(self, plane: LayerPlane) -> None:
+        worker = create_worker(
+            safely(encode_plane),
+            self._session(),
+            plane,
+            _progress={"total": 0, "desc": f"MobileSAM: encoding {plane.layer.name} {plane.describe()}"},
+        )
+        worker.returned.connect(self._returned)
+        worker.finished.connect(self._finished)
+        self._worker, self._running = worker, plane
+        if self._on_start is not None:
+            self._on_start(plane)
+        worker.start()
+
+    def _returned(self, result) -> None:
+        if isinstance(result, Failed):
+            if self._target is not None and self._running is not None and self._running.key == self._target.key:
+                self._target = None  # do not retry the same failure in a loop
+                self._on_error(result.error)
+        elif self._target is not None and result.plane.key == self._target.key:
+            self._on_ready(result)
+
+    def _finished(self) -> None:
+        ran = self._running
+        self._worker = self._running = None
+        target = self._target
+        if target is not None and (ran is None or ran.key != target.key):
+            self._start(target)

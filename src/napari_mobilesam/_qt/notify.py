@@ -1,0 +1,20 @@
+"""Telling the user: every failure becomes a napari notification, never a traceback dialog."""
+
+from __future__ import annotations
+
+import logging
+
+from napari.utils.notifications import show_error
+
+from ..errors import MobileSAMError
+
+logger = logging.getLogger("napari_mobilesam")
+
+
+def report(error: Exception, doing: str) -> None:
+    """Notify ``error``; the user's own mistakes (:class:`MobileSAMError`) already say what to do."""
+    if isinstance(error, MobileSAMError):
+        show_error(f"MobileSAM: {error}")
+    else:
+        logger.error("MobileSAM failed while %s", doing, exc_info=error)
+        show_error(f"MobileSAM failed while {doing}: {type(error).__name__}: {error}")

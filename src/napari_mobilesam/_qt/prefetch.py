@@ -1,0 +1,64 @@
+"""Encoding the neighbours of the plane on screen (z +- 1) in the background while the user is idle."""
+
+from __future__ import annotations
+
+import time
+
+from napari.qt.threading import create_worker
+
+from .encoder import encode_plane
+
+POLL_SECONDS = 0.05
+
+
+def prefetch_planes(session, planes, user_is_busy):
+    """Generator: encode each plane of ``planes`` into the cache, pausing while ``user_is_busy()``.
+
+    It yields between steps, so the worker can be stopped (``quit``) at any
+    yield: while it waits, and after each plane (an encode itself takes about a second).
+    """
+    for plane in planes:
+        while user_is_busy():
+            yield None
+            time.sleep(POLL_SECONDS)
+        try:
+            encoded = encode_plane(session, plane)
+        except Exception:  # noqa: BLE001  a failed prefetch is retried when the user gets there
+            return
+        yield encoded
+
+
+class Prefetcher:
+    """Starts and stops :func:`prefetch_planes` workers; ``on_encoded(Encoded)`` runs on the UI thread."""
+
+    def __init__(self, session_getter, user_is_busy, on_encoded=None) -> None:
+        self._session = session_getter
+        self._user_is_busy = user_is_busy
+        self._on_encoded = on_encoded
+        self._worker = None
+
+    @property
+    def busy(self) -> bool:
+        return self._worker is not None
+
+    def start(self, planes) -> None:
+        self.stop()
+        if not planes:
+            return
+        worker = create_worker(prefetch_planes, self._session(), list(planes), self._user_is_busy)
+        worker.yielded.connect(self._yielded)
+        worker.finished.connect(lambda: self._done(worker))
+        self._worker = worker
+        worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _yielded(self, value) -> None:
+        if value is not None and self._on_encoded is not None:
+            self._on_encoded(value)
+
+    def _done(self, worker) -> None:
+        if self._worker is worker:
+            self._worker = None
