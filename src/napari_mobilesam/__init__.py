@@ -27,6 +27,7 @@ _LAZY = {
     "Predictor": "predictor",
     "ImageEmbedding": "embedding",
     "EmbeddingCache": "cache",
+    "segment_everything": "everything",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -49,5 +50,6 @@ if TYPE_CHECKING:  # pragma: no cover
     # ruff: noqa: F401
     from .embedding import ImageEmbedding
     from .errors import MobileSAMError
+    from .everything import segment_everything
     from .predictor import Predictor
     from .weights import download_weights, load_model

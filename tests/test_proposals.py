@@ -1,0 +1,72 @@
+"""The built-in box proposer: finds the nuclei of the StarDist test image, no weights needed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from scipy import ndimage as ndi
+
+from napari_mobilesam import MobileSAMError
+from napari_mobilesam.nms import box_iou
+from napari_mobilesam.preprocessing import to_uint8_rgb
+from napari_mobilesam.proposals import MAX_BOXES, ForegroundBoxProposer, propose_boxes
+from recipe import DATA
+
+
+@pytest.fixture(scope="module")
+def nuclei():
+    image = to_uint8_rgb(tifffile.imread(DATA / "nuclei2d.tif"))
+    labels = tifffile.imread(DATA / "nuclei2d_labels.tif")
+    return image, labels
+
+
+@pytest.fixture(scope="module")
+def proposed(nuclei):
+    return ForegroundBoxProposer()(nuclei[0])
+
+
+def label_boxes(labels: np.ndarray) -> np.ndarray:
+    found = [s for s in ndi.find_objects(labels) if s is not None]
+    return np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in found], dtype=np.float32)
+
+
+def test_boxes_are_well_formed(nuclei, proposed):
+    height, width = nuclei[0].shape[:2]
+    assert proposed.dtype == np.float32 and proposed.ndim == 2 and proposed.shape[1] == 4
+    assert 0 < len(proposed) <= MAX_BOXES
+    assert (proposed[:, 2] > proposed[:, 0]).all() and (proposed[:, 3] > proposed[:, 1]).all()
+    assert (proposed >= 0).all() and (proposed[:, [0, 2]] <= width).all() and (proposed[:, [1, 3]] <= height).all()
+
+
+def test_most_nuclei_get_a_matching_box(nuclei, proposed):
+    truth = torch.from_numpy(label_boxes(nuclei[1]))
+    best = box_iou(truth, torch.from_numpy(proposed)).max(dim=1).values
+    assert (best >= 0.5).float().mean() >= 0.9
+
+
+def test_dark_objects_on_bright_background_give_the_same_boxes(nuclei, proposed):
+    inverted = 255 - nuclei[0]
+    np.testing.assert_array_equal(ForegroundBoxProposer()(inverted), proposed)
+    np.testing.assert_array_equal(ForegroundBoxProposer(polarity="dark")(inverted), proposed)
+
+
+def test_grey_input_and_the_cap(nuclei, proposed):
+    grey = nuclei[0][..., 0]
+    np.testing.assert_array_equal(propose_boxes(grey), proposed)
+    np.testing.assert_array_equal(propose_boxes(grey, max_boxes=10), proposed[:10])
+
+
+def test_nothing_to_find():
+    assert ForegroundBoxProposer()(np.full((64, 64, 3), 7, np.uint8)).shape == (0, 4)
+    assert ForegroundBoxProposer(max_boxes=0)(np.eye(64, dtype=np.uint8)).shape == (0, 4)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(MobileSAMError, match="polarity"):
+        ForegroundBoxProposer(polarity="up")
+    with pytest.raises(MobileSAMError, match="block_size"):
+        ForegroundBoxProposer(block_size=50)
+    with pytest.raises(MobileSAMError, match="2D image"):
+        ForegroundBoxProposer()(np.zeros((4, 8, 8, 3)))
