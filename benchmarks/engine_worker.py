@@ -32,19 +32,17 @@ def timed(fn, repeats: int, warmup: int) -> list[float]:
 
 
 def load(impl: str, weights: str):
-    state = torch.load(weights, map_location="cpu", weights_only=True)
     if impl == "official":
+        state = torch.load(weights, map_location="cpu", weights_only=True)
         from mobile_sam import SamPredictor, sam_model_registry
 
         model = sam_model_registry["vit_t"]()
         model.load_state_dict(state)
         model.eval()  # after loading: the official attention-bias cache is taken here
         return model, SamPredictor(model)
-    from napari_mobilesam import Predictor
-    from napari_mobilesam.model import build_mobile_sam
+    from napari_mobilesam import Predictor, load_model
 
-    model = build_mobile_sam()
-    model.load_state_dict(state, strict=True)
+    model = load_model(weights, device="cpu")  # what users call: strict load, engine settings
     return model, Predictor(model)
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from .mask_resize import _axis_matrix
+from .mask_resize import axis_matrix
 from .prompts import LOW_RES_SHAPE
 
 MASK_THRESHOLD = 0.0
@@ -96,8 +96,8 @@ class LowResFrame:
         self.valid = tuple(math.ceil(n / LOW_RES_STRIDE) for n in input_size)
         self.stored = tuple(min(n + 1, side) for n, side in zip(self.valid, LOW_RES_SHAPE, strict=True))
         # (original, stored) weights of "upsample to 1024, crop, resize to the original size", per axis.
-        self.rows = _axis_matrix(input_size[0], original_size[0])[:, : self.stored[0]]
-        self.cols = _axis_matrix(input_size[1], original_size[1])[:, : self.stored[1]]
+        self.rows = axis_matrix(input_size[0], original_size[0])[:, : self.stored[0]].float()
+        self.cols = axis_matrix(input_size[1], original_size[1])[:, : self.stored[1]].float()
         self.row_support = _support(self.rows)
         self.col_support = _support(self.cols)
         # Low-res pixels -> original pixels, for boxes.

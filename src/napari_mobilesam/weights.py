@@ -25,6 +25,7 @@ import requests
 import torch
 from pooch.downloaders import choose_downloader
 
+from .allocator import keep_freed_memory
 from .checkpoint import WEIGHTS_FILENAME, check_fits, load_state_dict
 from .device import DEVICE_ENV, resolve_device
 from .errors import MobileSAMError
@@ -244,6 +245,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.
         the checkpoint is not MobileSAM's (the message says what it looks like).
     """
     target_device = resolve_device(device)  # before a possible 40 MB download
+    keep_freed_memory()
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
     elif (from_env := _env(WEIGHTS_ENV)) is not None:
