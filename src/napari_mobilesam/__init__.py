@@ -28,6 +28,8 @@ _LAZY = {
     "ImageEmbedding": "embedding",
     "EmbeddingCache": "cache",
     "segment_everything": "everything",
+    "segment_stack": "stack",
+    "segment_from_prompts": "prompt_stack",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -52,4 +54,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .errors import MobileSAMError
     from .everything import segment_everything
     from .predictor import Predictor
+    from .prompt_stack import segment_from_prompts
+    from .stack import segment_stack
     from .weights import download_weights, load_model

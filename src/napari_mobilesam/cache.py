@@ -138,6 +138,15 @@ class EmbeddingCache:
             resolved on first use; ``None`` or ``False`` keeps embeddings in memory only.
 
     Returned embeddings are shared with the cache: treat their arrays as read-only.
+
+    Example::
+
+        cache = EmbeddingCache(directory=None)  # memory only
+        predictor = Predictor(model)
+        for _ in range(2):
+            embedding, source = cache.embedding(
+                predictor, zyx_stack[0], image_id="stack", slice_index=0, n_slices=len(zyx_stack))
+        assert source == "memory"
     """
 
     def __init__(self, memory_bytes: int = 1 << 30, directory: str | os.PathLike | None | bool = True) -> None:

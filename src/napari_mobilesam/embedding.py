@@ -24,6 +24,12 @@ class ImageEmbedding:
 
     Plain data: :meth:`save` writes an ``.npz`` file that :meth:`load` reads
     back without pickle.
+
+    Example::
+
+        embedding = Predictor(model).embed(image)  # features (256, 64, 64)
+        embedding.save(tmp / "slice.npz")
+        assert ImageEmbedding.load(tmp / "slice.npz").original_size == image.shape[:2]
     """
 
     features: np.ndarray

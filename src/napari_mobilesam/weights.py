@@ -123,6 +123,11 @@ def download_weights(
         Cache folder. Default: :func:`cache_dir` (``NAPARI_MOBILESAM_CACHE`` or
         the OS user cache).
 
+    Example::
+
+        path = download_weights()  # <cache>/weights/mobile_sam.pt
+        model = load_model(path)
+
     Raises
     ------
     MobileSAMError
@@ -237,6 +242,11 @@ def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.
     MobileSAM
         With ``weights_path`` (absolute path, str) and ``weights_sha256`` (hex
         SHA-256 of the file) set, which the embedding cache keys on.
+
+    Example::
+
+        model = load_model()  # official weights, downloaded once
+        model = load_model("/data/mobile_sam.pt", device="cpu")
 
     Raises
     ------

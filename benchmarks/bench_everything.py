@@ -1,0 +1,62 @@
+"""Segment everything on a 512x512 image: ours (grid and boxes) vs the official generator.
+
+Usage (from the repo root, in the project's venv)::
+
+    python benchmarks/bench_everything.py --official-python /path/to/official-venv/bin/python
+
+Same recipe weights, same image, same thread count, SAM's default parameters;
+each run is a fresh process and includes encoding the image. The official
+run takes over a minute, so it runs once by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = ROOT / "benchmarks" / "everything_worker.py"
+
+
+def run(python: str, impl: str, sampler: str, weights: Path, threads: int) -> dict:
+    cmd = [python, str(WORKER), "--impl", impl, "--sampler", sampler, "--weights", str(weights), "--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official-python", default=os.environ.get("OFFICIAL_PYTHON", "../venv_official/bin/python"))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--official-runs", type=int, default=1)
+    parser.add_argument("--our-runs", type=int, default=2)
+    args = parser.parse_args()
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import torch
+    from recipe import recipe_state_dict
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "recipe_seed0.pt"
+        torch.save(recipe_state_dict(0), weights)
+        official = [run(args.official_python, "official", "grid", weights, args.threads) for _ in range(args.official_runs)]
+        print(f"official grid: {[round(r['seconds'], 1) for r in official]} s", flush=True)
+        ours = {}
+        for sampler in ("grid", "boxes"):
+            ours[sampler] = [run(sys.executable, "ours", sampler, weights, args.threads) for _ in range(args.our_runs)]
+            print(f"ours {sampler}: {[round(r['seconds'], 2) for r in ours[sampler]]} s", flush=True)
+
+    base = min(r["seconds"] for r in official)
+    print(f"\n| run | seconds (best) | speed-up vs official grid |\n| --- | ---: | ---: |\n| official grid | {base:.1f} | 1.0x |")
+    for sampler, results in ours.items():
+        best = min(r["seconds"] for r in results)
+        print(f"| ours {sampler} | {best:.2f} | {base / best:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,8 @@
+"""``python -m napari_mobilesam``: the napari-mobilesam command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
