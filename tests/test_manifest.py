@@ -29,7 +29,7 @@ def test_manifest_is_valid_and_named(manifest):
 def test_widget_in_layers_segment_menu(manifest):
     entries = manifest.contributions.menus["napari/layers/segment"]
     widget_command = manifest.contributions.widgets[0].command
-    assert [entry.command for entry in entries] == [widget_command]
+    assert [entry.command for entry in entries] == [widget_command, "napari-mobilesam.segment_stack"]
 
 
 def test_sample_data_needs_no_download(manifest):

@@ -418,7 +418,8 @@ def test_menu_layers_segment_opens_the_widget(make_napari_viewer, qtbot, session
 
     viewer = make_napari_viewer()
     menu = get_app_model().menus.get_menu("napari/layers/segment")
-    command = next(item.command.id for item in menu if item.command.id.startswith("napari-mobilesam"))
+    command = "napari-mobilesam.make_widget"
+    assert command in [item.command.id for item in menu]
     get_app_model().commands.execute_command(command).result()
     docks = [name for name in viewer.window.dock_widgets if "MobileSAM" in name]
     assert docks

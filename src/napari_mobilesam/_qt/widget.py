@@ -22,6 +22,7 @@ from . import prompt_layers
 from .decoder import DecodeJob, PromptDecoder
 from .decoding import Decoded
 from .encoder import Encoded, PlaneEncoder
+from .everything_section import EverythingSection
 from .interaction import Interaction
 from .layer_plane import LayerPlane
 from .layer_wiring import LayerWiring
@@ -80,6 +81,9 @@ class MobileSAMWidget(LayerWiring, Interaction, QWidget):
         layout.addLayout(self._extra_sections)
         layout.addWidget(self.cache_section)
         layout.addStretch(1)
+        #: "Segment everything": every object on the slice shown, or on all slices.
+        self.everything_section = EverythingSection(self)
+        self.add_section(self.everything_section)
 
         self._view_timer = self._timer(VIEW_DEBOUNCE_MS, self._update_plane)
         self._contrast_timer = self._timer(CONTRAST_DEBOUNCE_MS, self._update_plane)

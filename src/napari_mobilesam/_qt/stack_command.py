@@ -1,0 +1,298 @@
+"""Layers › Segment › Segment whole stack (MobileSAM): segment everything on every slice of the selected image.
+
+The command (``napari-mobilesam.segment_stack``) takes the selected Image
+layer and the last-used settings of the widget's "Segment everything" section
+(:mod:`napari_mobilesam.everything_settings`), and runs
+:func:`~napari_mobilesam.stack.iter_segment_stack` in a worker with the shared
+session's model and embedding cache. Finished slices appear in a new Labels
+layer ``"<image> everything"`` (the image's scale and translate) as they
+arrive; the progress bar's Cancel (activity dock or status bar) stops after
+the slice being computed and keeps the finished ones. At the end, finished or
+cancelled, objects that continue on the next z-slice are given one id
+(:func:`~napari_mobilesam.stack.link_slices`) and ids are renumbered ``1..N``,
+in a worker too: the result equals :func:`~napari_mobilesam.stack.segment_stack`'s.
+
+The slices are the ``(y, x)`` planes over the last two spatial axes, whatever
+the view; each is seen through the layer's contrast limits, as in the widget,
+so embeddings the widget computed are reused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from napari.utils.notifications import show_info
+from napari.utils.progress import cancelable_progress
+from napari.viewer import Viewer
+from qtpy.QtWidgets import QApplication
+
+from .. import slicing
+from ..errors import MobileSAMError
+from ..everything_settings import EverythingSettings, last_used
+from . import labels_output
+from .encoder import Failed, safely
+from .layer_plane import image_id, spatial_shape
+from .notify import report
+from .session import shared_session
+
+_RUNNING: set[StackRun] = set()  # keeps runs (and their workers' connections) alive until they end
+
+
+def segment_stack(viewer: Viewer) -> StackRun | None:
+    """Segment everything on every slice of the selected image layer (the menu command).
+
+    Uses the last-used "Segment everything" settings. Returns the
+    :class:`StackRun` (None when there is nothing to segment; a notification says why).
+    """
+    viewer = getattr(viewer, "__wrapped__", viewer)  # napari injects a public-only proxy
+    try:
+        image = selected_image(viewer)
+        return StackRun(viewer, image, shared_session(), last_used())
+    except MobileSAMError as error:
+        report(error, "starting Segment whole stack")
+        return None
+
+
+def selected_image(viewer) -> Image:
+    """The active layer if it is an Image, else the only Image among the selected layers."""
+    active = viewer.layers.selection.active
+    if isinstance(active, Image):
+        return active
+    images = [layer for layer in viewer.layers.selection if isinstance(layer, Image)]
+    if len(images) == 1:
+        return images[0]
+    raise MobileSAMError(
+        "Segment whole stack works on one image: select the Image layer in the layer list, "
+        "then choose Layers › Segment › Segment whole stack (MobileSAM) again."
+    )
+
+
+@dataclass(frozen=True)
+class StackSource:
+    """What the worker reads: the stack (one multiscale level), and how it is seen."""
+
+    data: object  # (..., Y, X[, C]) numpy, dask or zarr
+    rgb: bool
+    contrast_limits: tuple[float, float]
+    image_id: str | None
+    full_plane_shape: tuple[int, int]  # (Y, X) at full resolution
+    n_slices: int
+
+    @classmethod
+    def from_layer(cls, layer) -> StackSource:
+        """The ``(y, x)`` planes of ``layer``; of a multiscale layer, the level nearest 1024 pixels."""
+        full_shape = spatial_shape(layer)
+        if len(full_shape) < 2:
+            raise MobileSAMError(f"Image {layer.name!r} has fewer than two spatial axes; it cannot be segmented.")
+        displayed = (len(full_shape) - 2, len(full_shape) - 1)
+        if layer.multiscale:
+            level_shapes = [tuple(d.shape[:-1] if layer.rgb else d.shape) for d in layer.data]
+            level = slicing.choose_level(level_shapes, displayed)
+            data = layer.data[level]
+        else:
+            level, data = 0, layer.data
+        return cls(
+            data=data,
+            rgb=bool(layer.rgb),
+            contrast_limits=tuple(float(v) for v in layer.contrast_limits),
+            image_id=image_id(layer, level, displayed),
+            full_plane_shape=full_shape[-2:],
+            n_slices=int(np.prod(full_shape[:-2], dtype=np.int64)),
+        )
+
+
+@dataclass(frozen=True)
+class FinishedSlice:
+    """One slice's labels at full resolution, ids above every id of the slices before it."""
+
+    index: tuple[int, ...]  # position over the leading axes, e.g. (z,)
+    slice_index: int
+    n_slices: int
+    labels: np.ndarray  # (Y, X) int32
+    embedding_source: str
+
+
+def stack_slices(session, source: StackSource, settings: EverythingSettings) -> Iterator[FinishedSlice]:
+    """Worker generator: load the model if needed, then yield each slice as it is segmented.
+
+    Ids are made consecutive as the slices arrive (slice ``k``'s ids follow slice
+    ``k - 1``'s), so the label image stays int32 and keeps the order of
+    :func:`~napari_mobilesam.stack.segment_stack`'s ids.
+    """
+    from ..predictor import Predictor
+    from ..stack import iter_segment_stack, relabel_in_order
+
+    # A predictor of its own over the shared model: the widget's keeps its current image.
+    predictor = Predictor(session.predictor().model)
+    count = 0
+    for result in iter_segment_stack(
+        source.data,
+        rgb=source.rgb,
+        cache=session.cache,
+        contrast_limits=source.contrast_limits,
+        image_id=source.image_id,
+        predictor=predictor,
+        sampler=settings.sampler,
+        **settings.params(),
+    ):
+        labels = relabel_in_order(result.labels)
+        objects = int(labels.max(initial=0))
+        labels[labels > 0] += count
+        count += objects
+        labels = slicing.upsample_mask(labels, source.full_plane_shape)
+        yield FinishedSlice(result.index, result.slice_index, result.n_slices, labels, result.embedding_source)
+
+
+def guarded(steps: Iterator) -> Iterator:
+    """Run the worker generator ``steps``, returning :class:`Failed` instead of raising.
+
+    superqt reports a ``RuntimeError`` raised in a worker (torch's errors are
+    RuntimeErrors) only as a warning, so the worker catches everything itself.
+    """
+    try:
+        return (yield from steps)
+    except Exception as error:  # reported on the UI thread as a notification
+        return Failed(error)
+
+
+def link_and_number(labels: np.ndarray) -> np.ndarray:
+    """Link objects across z and renumber ``1..N`` (int32); for a worker."""
+    from ..stack import link_slices, relabel_in_order
+
+    return relabel_in_order(link_slices(labels))
+
+
+class _Progress(cancelable_progress):
+    """A progress bar whose Cancel button stops the worker at once (napari's waits for the next iteration)."""
+
+    def cancel(self) -> None:
+        super().cancel()
+        if self.cancel_callback is not None:
+            self.cancel_callback()
+
+
+class StackRun:
+    """One whole-stack run: a worker, its progress bar and the Labels layer the slices go to.
+
+    Attributes: ``layer`` (the new Labels layer), ``settings``, ``slices_done``,
+    ``n_slices``, ``cancelled``, ``finished`` (True once linked and written, or failed),
+    ``failed`` (the exception, or None), ``worker``.
+    ``on_done(run)``, when given, is called on the UI thread when the run has finished.
+    """
+
+    def __init__(
+        self,
+        viewer,
+        image,
+        session,
+        settings: EverythingSettings,
+        on_done: Callable[[StackRun], None] | None = None,
+    ) -> None:
+        self.viewer = viewer
+        self.image = image
+        self.settings = settings
+        self.source = StackSource.from_layer(image)
+        self.n_slices = self.source.n_slices
+        self.slices_done = 0
+        self.cancelled = False
+        self.finished = False
+        self.failed: Exception | None = None
+        self._on_done = on_done
+        self._link_worker = None
+
+        self.layer = labels_output.new_labels_layer(image)
+        self.layer.name = f"{image.name} everything"
+        viewer.add_layer(self.layer)
+
+        self.worker = create_worker(guarded, stack_slices(session, self.source, settings), _ignore_errors=True)
+        self.progress = _Progress(
+            total=self.n_slices, desc=f"MobileSAM: segment everything in {image.name}", cancel_callback=self.cancel
+        )
+        self.worker.yielded.connect(self._on_slice)
+        self.worker.returned.connect(self._on_returned)
+        self.worker.errored.connect(self._on_error)
+        self.worker.aborted.connect(self._on_aborted)
+        self.worker.finished.connect(self._on_worker_finished)
+        _RUNNING.add(self)
+        self.worker.start()
+
+    @property
+    def busy(self) -> bool:
+        return not self.finished
+
+    def cancel(self) -> None:
+        """Stop after the slice being computed; finished slices are kept (and linked)."""
+        if not self.finished:
+            self.worker.quit()
+
+    def _on_slice(self, finished: FinishedSlice) -> None:
+        if self.layer in self.viewer.layers:
+            self.layer.data[finished.index] = finished.labels
+            self.layer.refresh()
+        self.slices_done += 1
+        self.progress.update(1)
+
+    def _on_aborted(self) -> None:
+        self.cancelled = True
+
+    def _on_returned(self, result) -> None:
+        if isinstance(result, Failed):
+            self._on_error(result.error)
+
+    def _on_error(self, error: Exception) -> None:
+        self.failed = error
+        report(error, f"segmenting every slice of {self.image.name!r}")
+
+    def _on_worker_finished(self) -> None:
+        self.progress.close()
+        if self.layer not in self.viewer.layers:
+            self._end()
+            return
+        if self.slices_done == 0:  # failed or cancelled before any slice: no empty layer left behind
+            self.viewer.layers.remove(self.layer)
+            self._end()
+            return
+        # Linking reads the whole stack: a worker too, so the viewer stays responsive.
+        worker = create_worker(
+            safely(link_and_number),
+            self.layer.data,
+            _ignore_errors=True,
+            _progress={"total": 0, "desc": "MobileSAM: linking objects across slices"},
+        )
+        worker.returned.connect(self._on_linked)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._end)
+        self._link_worker = worker
+        worker.start()
+
+    def _on_linked(self, labels) -> None:
+        if isinstance(labels, Failed):
+            self._on_error(labels.error)
+            return
+        if self.layer in self.viewer.layers:
+            self.layer.data = labels
+        count = int(labels.max(initial=0))
+        stopped = f", cancelled after {self.slices_done} of {self.n_slices} slices" if self.cancelled else ""
+        objects = "1 object" if count == 1 else f"{count} objects"
+        show_info(f"MobileSAM: {objects} in {self.image.name!r}{stopped}.")
+
+    def _end(self) -> None:
+        self.finished = True
+        _RUNNING.discard(self)
+        if self._on_done is not None:
+            self._on_done(self)
+
+    def wait(self, timeout: float = 600.0) -> bool:
+        """Process events until the run has finished (scripts, tests). Returns False on timeout."""
+        deadline = time.monotonic() + timeout
+        while not self.finished:
+            if time.monotonic() >= deadline:
+                return False
+            QApplication.instance().processEvents()
+            time.sleep(0.002)
+        return True
