@@ -17,6 +17,9 @@ from torch import nn
 from .layers import MLP, LayerNorm2d, gelu_
 from .transformer import ImageContext, TwoWayTransformer
 
+# Prompts decoded together inside one call; see MaskDecoder.decode.
+DECODE_CHUNK = 4
+
 
 def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
     """Weight ``(kh*kw*out, in)`` and bias of a stride == kernel transposed conv, outputs ordered (a, b, out)."""
@@ -47,6 +50,7 @@ class MaskDecoder(nn.Module):
             MLP(transformer_dim, transformer_dim, transformer_dim // 8, 3) for _ in range(self.num_mask_tokens)
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
+        self.decode_chunk = DECODE_CHUNK
 
     def forward(
         self,
@@ -71,7 +75,22 @@ class MaskDecoder(nn.Module):
         return self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
 
     def decode(self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool):
-        """Masks ``(B, M, 256, 256)`` and IoU ``(B, M)`` for ``(B, N, C)`` sparse prompts."""
+        """Masks ``(B, M, 256, 256)`` and IoU ``(B, M)`` for ``(B, N, C)`` sparse prompts.
+
+        Large batches run in chunks of ``decode_chunk`` prompts: each prompt
+        carries several 4-8 MB activations, and a few prompts' worth stays in
+        the CPU's cache where 64 prompts' worth would stream through memory.
+        """
+        batch = sparse_prompt_embeddings.shape[0]
+        if batch > self.decode_chunk and context.keys.shape[0] == 1:
+            parts = [
+                self._decode(context, chunk, multimask_output)
+                for chunk in sparse_prompt_embeddings.split(self.decode_chunk)
+            ]
+            return torch.cat([m for m, _ in parts]), torch.cat([i for _, i in parts])
+        return self._decode(context, sparse_prompt_embeddings, multimask_output)
+
+    def _decode(self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool):
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings), dim=1)
