@@ -8,7 +8,6 @@ otherwise the GUI tests are skipped with that advice.
 
 from __future__ import annotations
 
-import atexit
 import os
 import select
 import shutil
@@ -48,12 +47,14 @@ def _start_xvfb() -> bool:
         process.terminate()
         return False
     os.environ["DISPLAY"] = f":{number.strip().decode()}"
-
-    def stop():
-        process.terminate()
-        process.wait(timeout=10)
-
-    atexit.register(stop)
+    # Stop Xvfb only once this process is gone: Qt still holds its X connection
+    # during interpreter shutdown, and losing it then makes the process exit 1.
+    subprocess.Popen(
+        ["sh", "-c", f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 0.2; done; kill {process.pid}"],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return True
 
 
