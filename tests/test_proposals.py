@@ -70,3 +70,21 @@ def test_bad_settings_are_clear_errors():
         ForegroundBoxProposer(block_size=50)
     with pytest.raises(MobileSAMError, match="2D image"):
         ForegroundBoxProposer()(np.zeros((4, 8, 8, 3)))
+
+
+def test_remembering_proposer_runs_once_per_image():
+    from napari_mobilesam.proposals import ForegroundBoxProposer, RememberingProposer
+
+    image = np.zeros((64, 64), np.uint8)
+    image[10:30, 10:30] = 200
+    other = image.copy()
+    other[40:60, 40:60] = 200
+    proposer = RememberingProposer(ForegroundBoxProposer(), max_images=1)
+    first = proposer(image)
+    first[:] = -1  # callers may modify what they get: the remembered boxes are a copy
+    again = proposer(image)
+    assert proposer.calls == 1 and len(again) >= 1 and (again >= 0).all()
+    np.testing.assert_array_equal(again, ForegroundBoxProposer()(image))
+    assert len(proposer(other)) > len(again) and proposer.calls == 2
+    proposer(image)  # evicted by max_images=1
+    assert proposer.calls == 3

@@ -413,10 +413,17 @@ def _split_input(image_or_embedding, image) -> tuple[ImageEmbedding | None, np.n
     return None, image
 
 
-def _default_proposer():
-    from .proposals import ForegroundBoxProposer
+_DEFAULT_PROPOSER = None
 
-    return ForegroundBoxProposer()
+
+def _default_proposer():
+    """The built-in proposer, one per process, remembering the boxes of slices it has seen."""
+    global _DEFAULT_PROPOSER
+    if _DEFAULT_PROPOSER is None:
+        from .proposals import ForegroundBoxProposer, RememberingProposer
+
+        _DEFAULT_PROPOSER = RememberingProposer(ForegroundBoxProposer())
+    return _DEFAULT_PROPOSER
 
 
 def _keep(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:

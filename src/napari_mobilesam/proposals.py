@@ -158,3 +158,41 @@ class ForegroundBoxProposer:
 def propose_boxes(image: np.ndarray, **options) -> np.ndarray:
     """Boxes of :class:`ForegroundBoxProposer` with ``options`` (its attributes) for one image."""
     return ForegroundBoxProposer(**options)(image)
+
+
+class RememberingProposer:
+    """A proposer that remembers its boxes for images it has seen (by a hash of their pixels).
+
+    Segmenting a slice again (a second run of a stack, "this slice" after a
+    change of thresholds) then skips the proposer as the embedding cache skips
+    the encoder. Thread-safe; keeps the boxes of the last ``max_images`` images.
+    """
+
+    def __init__(self, proposer: BoxProposer, max_images: int = 4096) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.proposer = proposer
+        self.max_images = max_images
+        self.calls = 0  # images the wrapped proposer actually saw
+        self._boxes: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import hashlib
+
+        image = np.ascontiguousarray(image)
+        digest = hashlib.blake2b(image.data, digest_size=16)
+        digest.update(f"{image.shape}{image.dtype.str}".encode())
+        key = digest.hexdigest()
+        with self._lock:
+            if key in self._boxes:
+                self._boxes.move_to_end(key)
+                return self._boxes[key].copy()
+        boxes = np.asarray(self.proposer(image))
+        with self._lock:
+            self.calls += 1
+            self._boxes[key] = boxes.copy()
+            while len(self._boxes) > self.max_images:
+                self._boxes.popitem(last=False)
+        return boxes
