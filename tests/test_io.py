@@ -10,15 +10,8 @@ import tifffile
 import zarr
 
 from napari_mobilesam.errors import MobileSAMError
-from napari_mobilesam.io import (
-    SliceStore,
-    check_output,
-    read_boxes_csv,
-    read_image,
-    read_labels,
-    read_points_csv,
-    write_labels,
-)
+from napari_mobilesam.io import SliceStore, check_output, read_image, read_labels, write_labels
+from napari_mobilesam.prompt_tables import read_boxes_csv, read_points_csv
 
 # -- input ------------------------------------------------------------------------
 

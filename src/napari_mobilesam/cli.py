@@ -269,8 +269,9 @@ def cmd_prompt(args) -> None:
     import inspect
 
     from .distributed import resolve_weights, worker_model
-    from .io import check_output, read_boxes_csv, read_points_csv, write_labels
+    from .io import check_output, write_labels
     from .prompt_stack import segment_from_prompts
+    from .prompt_tables import read_boxes_csv, read_points_csv
 
     image = _open_input(args)
     output = check_output(args.output, overwrite=args.overwrite, input_path=args.input)
