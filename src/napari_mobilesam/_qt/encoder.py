@@ -25,15 +25,7 @@ def encode_plane(session, plane: LayerPlane) -> Encoded:
     """Load the model if needed, read the plane, and take its embedding from the cache or the encoder."""
     predictor = session.predictor()
     start = time.perf_counter()
-    pixels = plane.read()
-    embedding, source = session.cache.embedding(
-        predictor,
-        pixels,
-        contrast_limits=plane.contrast_limits,
-        image_id=plane.image_id,
-        slice_index=plane.slice_index,
-        n_slices=plane.n_slices,
-    )
+    _pixels, embedding, source = plane.embedding(session.cache, predictor)
     seconds = time.perf_counter() - start
     return Encoded(plane, embedding, source, seconds, session.cache.describe())
 

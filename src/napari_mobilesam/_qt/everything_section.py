@@ -57,15 +57,7 @@ def everything_on_plane(session, plane: LayerPlane, settings: EverythingSettings
     yield 0, 0
     # A predictor of its own over the shared model: the widget's keeps its current image and prompts.
     predictor = Predictor(session.predictor().model)
-    pixels = plane.read()
-    embedding, _source = session.cache.embedding(
-        predictor,
-        pixels,
-        contrast_limits=plane.contrast_limits,
-        image_id=plane.image_id,
-        slice_index=plane.slice_index,
-        n_slices=plane.n_slices,
-    )
+    pixels, embedding, _source = plane.embedding(session.cache, predictor)
     segmenter = EverythingSegmenter(sampler=settings.sampler, predictor=predictor, **settings.params())
     labels = yield from segmenter.steps(embedding, image=pixels, contrast_limits=plane.contrast_limits)
     return slicing.upsample_mask(labels, plane.full_plane_shape)

@@ -54,6 +54,20 @@ class LayerPlane:
         data = self.layer.data[self.level] if self.layer.multiscale else self.layer.data
         return slicing.read_plane(data, self.steps, self.factors, self.rgb)
 
+    def embedding(self, cache, predictor):
+        """``(pixels, embedding, source)``: read the plane, then take its embedding from ``cache``
+        (encoding it with ``predictor`` on a miss); call from a worker."""
+        pixels = self.read()
+        embedding, source = cache.embedding(
+            predictor,
+            pixels,
+            contrast_limits=self.contrast_limits,
+            image_id=self.image_id,
+            slice_index=self.slice_index,
+            n_slices=self.n_slices,
+        )
+        return pixels, embedding, source
+
     def at(self, steps: tuple) -> LayerPlane:
         """The same view at other steps (for prefetching neighbours)."""
         index, count = slicing.slice_number(steps, self.full_shape)
