@@ -266,8 +266,6 @@ def cmd_embed(args) -> None:
 
 
 def cmd_prompt(args) -> None:
-    import inspect
-
     from .distributed import resolve_weights, worker_model
     from .io import check_output, write_labels
     from .prompt_stack import segment_from_prompts
@@ -286,15 +284,7 @@ def cmd_prompt(args) -> None:
         _announce_download(args)
     started = time.perf_counter()
     model = worker_model(str(resolve_weights(args.weights)), args.device, args.threads)
-    options = {
-        "rgb": image.rgb,
-        "contrast_limits": _limits(args),
-        "image_id": image.image_id,
-    }
-    accepted = inspect.signature(segment_from_prompts).parameters
     with ProgressBar("prompt", quiet=args.quiet) as bar:
-        if "progress" in accepted:
-            options["progress"] = bar.update
         labels = segment_from_prompts(
             image.data,
             points_zyx=points,
@@ -302,7 +292,10 @@ def cmd_prompt(args) -> None:
             boxes=boxes,
             model=model,
             cache=_cache(args),
-            **{name: value for name, value in options.items() if name in accepted},
+            rgb=image.rgb,
+            contrast_limits=_limits(args),
+            image_id=image.image_id,
+            progress=bar.update,
         )
     labels = np.asarray(labels)
     write_labels(output, labels.reshape(-1, *labels.shape[-2:]), image.labels_shape, overwrite=args.overwrite)

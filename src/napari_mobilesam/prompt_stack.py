@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import MobileSAMError
+from .mask_resize import resize_logits
+from .prompts import check_prompts
 from .stack import is_rgb, leading_shape
 
 
@@ -81,10 +83,13 @@ def _decode(predictor, point_sets, box=None) -> np.ndarray:
     kwargs = {"box": box}
     if len(coords):
         kwargs.update(point_coords=coords, point_labels=labels)
-    # One positive click is ambiguous: take the best of SAM's three candidates.
+    # One positive click is ambiguous: take the best of SAM's three candidates,
+    # and bring only that one to full size.
     multimask = box is None and int(labels.sum()) == 1 and len(labels) == 1
-    masks, scores, _ = predictor.predict(**kwargs, multimask_output=multimask)
-    return masks[int(np.argmax(scores))]
+    prompts = check_prompts(kwargs.get("point_coords"), kwargs.get("point_labels"), box, None, predictor.original_size)
+    low_res, scores = predictor.decode_low_res(prompts, multimask)
+    best = low_res[0, int(scores[0].argmax())]
+    return (resize_logits(best, predictor.input_size, predictor.original_size) > predictor.model.mask_threshold).numpy()
 
 
 def segment_from_prompts(

@@ -219,13 +219,17 @@ class EverythingSection(QGroupBox):
         """Whether *This slice* or *All slices* is running."""
         return self._slice_worker is not None or (self.last_run is not None and self.last_run.busy)
 
+    def _can_start(self) -> bool:
+        """Nothing is running and an image is chosen (otherwise the user is told why)."""
+        if self.busy:
+            show_info("MobileSAM: segment everything is running; wait for it or press Cancel.")
+            return False
+        return self._widget._require_image()
+
     def segment_slice(self):
         """Segment every object on the plane shown into the Labels layer; returns the worker (or None)."""
         widget = self._widget
-        if self.busy:
-            show_info("MobileSAM: segment everything is running; wait for it or press Cancel.")
-            return None
-        if not widget._require_image():
+        if not self._can_start():
             return None
         try:
             plane = current_plane(widget.viewer, widget.image_layer)
@@ -291,10 +295,7 @@ class EverythingSection(QGroupBox):
     def segment_all_slices(self) -> StackRun | None:
         """Segment every slice of the widget's image (see the module doc); returns the run (or None)."""
         widget = self._widget
-        if self.busy:
-            show_info("MobileSAM: segment everything is running; wait for it or press Cancel.")
-            return None
-        if not widget._require_image():
+        if not self._can_start():
             return None
         image, target, overwrite = widget.image_layer, widget.labels_layer, widget.overwrite
         settings = self.settings()
