@@ -22,7 +22,7 @@ from napari_mobilesam.everything import EverythingParams, EverythingSegmenter, p
 from napari_mobilesam.label_image import paint_labels, remove_small_regions
 from napari_mobilesam.nms import box_iou
 from napari_mobilesam.preprocessing import preprocess_shape
-from napari_mobilesam.prompts import Prompts
+from napari_mobilesam.prompts import Prompts, check_prompts
 from recipe import DATA
 
 LOW = 256
@@ -373,3 +373,19 @@ def test_recipe_rgb_image_is_encoded(recipe_model):
     )
     assert_label_image(labels, (96, 128))
     assert steps[0] == (0, 3) and steps[-1] == (3, 3)  # encode, one batch, the labels
+
+
+def test_recipe_grid_skipping_failing_masks_changes_nothing(recipe_model, nuclei_reference):
+    """The model's own decoding skips the mask head of prompts failing pred_iou_thresh; same labels."""
+    _, embedding = nuclei_reference
+    predictor = Predictor(recipe_model)
+    predictor.set_embedding(embedding)
+    grid = point_grid(8) * 512
+    _, iou = predictor.decode_low_res(check_prompts(grid[:, None], np.ones((len(grid), 1), dtype=int), None, None, (512, 512)))
+    threshold = float(iou.flatten().quantile(0.7))  # some prompts pass, most are skipped
+    params = dict(points_per_side=8, pred_iou_thresh=threshold, stability_score_thresh=0.0)
+    skipping = EverythingSegmenter(predictor=predictor, **params)(embedding)
+    # A decoder given from outside is called as is: every mask is computed, then filtered.
+    computing = EverythingSegmenter(decoder=predictor.decode_low_res, **params)(embedding)
+    assert skipping.max() >= 1
+    np.testing.assert_array_equal(skipping, computing)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from napari_mobilesam import ImageEmbedding, MobileSAMError, Predictor
+from napari_mobilesam.prompts import check_prompts
 from recipe import DATA
 
 
@@ -50,6 +52,21 @@ def test_box_batch_has_a_leading_axis_and_equals_one_by_one(ready):
         single, single_iou, single_low = ready.predict(box=box, multimask_output=False)
         np.testing.assert_allclose(single_low, low_res[i], atol=1e-4)
         np.testing.assert_allclose(single_iou, iou[i], atol=1e-5)
+
+
+def test_min_iou_skips_only_the_masks_of_failing_prompts(ready):
+    points = np.array([[[x, y]] for x in (40.0, 200.0, 330.0, 470.0) for y in (60.0, 250.0, 420.0)])
+    prompts = check_prompts(points, np.ones(points.shape[:2], dtype=int), None, None, (512, 512))
+    full, iou = ready.decode_low_res(prompts, True)
+    threshold = float(iou.max(dim=1).values.median())  # about half the prompts pass
+    low_res, skipped_iou = ready.decode_low_res(prompts, True, min_iou=threshold)
+    torch.testing.assert_close(skipped_iou, iou)
+    passing = (iou > threshold).any(dim=1)
+    assert 0 < int(passing.sum()) < len(points)
+    torch.testing.assert_close(low_res[passing], full[passing], atol=1e-4, rtol=0)
+    assert bool(torch.isneginf(low_res[~passing]).all())
+    nothing, _ = ready.decode_low_res(prompts, True, min_iou=1.0)
+    assert bool(torch.isneginf(nothing).all())
 
 
 def test_batched_points_with_boxes(ready):

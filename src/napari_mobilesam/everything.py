@@ -29,7 +29,9 @@ Both run the same lean pipeline:
 
 Differences to SAM's generator, all for speed: the stability score and the
 NMS boxes are computed on the 256x256 logits instead of full-size ones, and
-boxes have exclusive ends (see :mod:`napari_mobilesam.nms`).
+boxes have exclusive ends (see :mod:`napari_mobilesam.nms`). The predicted IoU
+comes before the masks in the decoder, so a prompt whose masks all fail
+``pred_iou_thresh`` skips the mask head (about a third of its decoding).
 
 The decoding step is a parameter: ``decoder`` takes any callable with the
 contract of :meth:`Predictor.decode_low_res <napari_mobilesam.predictor.Predictor.decode_low_res>`,
@@ -41,6 +43,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, fields
+from functools import partial
 
 import numpy as np
 import torch
@@ -243,7 +246,10 @@ class EverythingSegmenter:
                 done += 1
             elif predictor.embedding is not embedding:
                 predictor.set_embedding(embedding)
-            decode = predictor.decode_low_res
+            # Masks failing pred_iou_thresh are dropped first thing in _filter: their
+            # logits are never looked at, so the decoder does not compute them.
+            min_iou = self.params.pred_iou_thresh if self.params.pred_iou_thresh > 0.0 else None
+            decode = partial(predictor.decode_low_res, min_iou=min_iou)
 
         if self.sampler == "boxes":
             yield done, total

@@ -133,8 +133,15 @@ class Predictor:
             full = full > self.model.mask_threshold
         return full, iou, masks
 
-    def decode_low_res(self, prompts: Prompts, multimask_output: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits ``(N, C, 256, 256)`` and IoU ``(N, C)`` for checked prompts."""
+    def decode_low_res(
+        self, prompts: Prompts, multimask_output: bool = True, min_iou: float | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits ``(N, C, 256, 256)`` and IoU ``(N, C)`` for checked prompts.
+
+        ``min_iou``: prompts whose masks all have a predicted IoU of at most
+        this skip the mask head and come back as empty (``-inf``) logits; for
+        callers that drop such masks anyway (``pred_iou_thresh``).
+        """
         device = self.device
         points = boxes = masks = None
         if prompts.point_coords is not None:
@@ -152,7 +159,7 @@ class Predictor:
             sparse, dense = self.model.prompt_encoder(points, boxes, masks)
             # Without a mask prompt the image side is the same for every prompt: prepared once.
             context = self._image_context() if masks is None else decoder.prepare(self.features, self._image_pe(), dense)
-            return decoder.decode(context, sparse, multimask_output)
+            return decoder.decode(context, sparse, multimask_output, min_iou=min_iou)
 
     def _image_pe(self) -> torch.Tensor:
         if self._dense_pe is None:

@@ -19,6 +19,8 @@ from .transformer import ImageContext, TwoWayTransformer
 
 # Prompts decoded together inside one call; see MaskDecoder.decode.
 DECODE_CHUNK = 4
+# Image tokens (summed over the prompts of a call) the upscaling head works on at a time.
+UPSCALE_TOKENS = 1024
 
 
 def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,8 +76,19 @@ class MaskDecoder(nn.Module):
         """Everything that does not depend on sparse prompts; reuse it across prompts."""
         return self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
 
-    def decode(self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool):
+    def decode(
+        self,
+        context: ImageContext,
+        sparse_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        min_iou: float | None = None,
+    ):
         """Masks ``(B, M, 256, 256)`` and IoU ``(B, M)`` for ``(B, N, C)`` sparse prompts.
+
+        ``min_iou``: a prompt whose masks all have a predicted IoU of at most
+        this is not upscaled (about a third of its cost); its masks come back
+        as ``-inf`` logits (empty). For callers that drop such masks anyway,
+        like SAM's automatic mask generator with ``pred_iou_thresh``.
 
         Large batches run in chunks of ``decode_chunk`` prompts: each prompt
         carries several 4-8 MB activations, and a few prompts' worth stays in
@@ -84,30 +97,58 @@ class MaskDecoder(nn.Module):
         batch = sparse_prompt_embeddings.shape[0]
         if batch > self.decode_chunk and context.keys.shape[0] == 1:
             parts = [
-                self._decode(context, chunk, multimask_output)
+                self._decode(context, chunk, multimask_output, min_iou)
                 for chunk in sparse_prompt_embeddings.split(self.decode_chunk)
             ]
             return torch.cat([m for m, _ in parts]), torch.cat([i for _, i in parts])
-        return self._decode(context, sparse_prompt_embeddings, multimask_output)
+        return self._decode(context, sparse_prompt_embeddings, multimask_output, min_iou)
 
-    def _decode(self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool):
+    def _decode(self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool, min_iou):
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings), dim=1)
-        hs, src = self.transformer.decode(context, tokens)
-
         selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, 1 + i, :]) for i in selected], dim=1)
+        # Only the IoU token and the selected mask tokens are read after the transformer.
+        hs, src = self.transformer.decode(context, tokens, outputs=[0] + [1 + i for i in selected])
         iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
-
         side = int(round(src.shape[1] ** 0.5))
-        upscaled = self.upscale(src)  # (B, HW * 16, 32), pixels in (i, j, a, b, a', b') order
-        masks = upscaled @ hyper_in.transpose(1, 2)  # (B, HW * 16, M)
-        masks = masks.view(batch, side, side, 2, 2, 2, 2, -1).permute(0, 7, 1, 3, 5, 2, 4, 6)
-        return masks.reshape(batch, -1, 4 * side, 4 * side), iou_pred
+        masks = torch.full((batch, len(selected), 4 * side, 4 * side), float("-inf"), dtype=src.dtype, device=src.device)
+        keep = None if min_iou is None else (iou_pred > min_iou).any(dim=1)
+        if keep is not None and not bool(keep.any()):
+            return masks, iou_pred
+        if keep is not None and not bool(keep.all()):
+            index = keep.nonzero()[:, 0]
+            hs, src = hs[index], src[index]
+            out = masks[index]
+            self._masks(hs, src, selected, out)
+            masks[index] = out
+        else:
+            self._masks(hs, src, selected, masks)
+        return masks, iou_pred
+
+    def _masks(self, hs: torch.Tensor, src: torch.Tensor, selected: range, out: torch.Tensor) -> None:
+        """Mask logits of tokens ``hs`` ``(B, 1 + M, C)`` (IoU, then the ``selected`` mask tokens) and image tokens ``src`` ``(B, HW, C)`` into ``out`` ``(B, M, 4H, 4W)``.
+
+        The upscaling head runs on a few token rows at a time, so that its
+        wide intermediates (16 and 32 MB per prompt in full) stay in the CPU's
+        cache; each part is written straight to its rows of ``out``.
+        """
+        hyper_in = torch.stack(
+            [self.output_hypernetworks_mlps[i](hs[:, 1 + k, :]) for k, i in enumerate(selected)], dim=1
+        )
+        batch, tokens, _ = src.shape
+        side = int(round(tokens**0.5))
+        rows = max(1, UPSCALE_TOKENS // (batch * side))
+        for top in range(0, side, rows):
+            bottom = min(side, top + rows)
+            part = self.upscale(src[:, top * side : bottom * side])  # (B, n * 16, 32), (i, j, a, b, a', b') order
+            logits = (part @ hyper_in.transpose(1, 2)).view(batch, bottom - top, side, 2, 2, 2, 2, -1)
+            out[:, :, 4 * top : 4 * bottom] = logits.permute(0, 7, 1, 3, 5, 2, 4, 6).reshape(
+                batch, -1, 4 * (bottom - top), 4 * side
+            )
 
     def upscale(self, src: torch.Tensor) -> torch.Tensor:
-        """The upscaling head on image tokens ``(B, HW, C)`` -> ``(B, HW*16, C/8)``.
+        """The upscaling head on image tokens ``(B, n, C)`` -> ``(B, n*16, C/8)``.
 
         Output pixel ``(4i + 2a + a', 4j + 2b + b')`` of token ``(i, j)`` sits at
         flat index ``((i*W + j)*2 + a)*2 + b)*4 + a'*2 + b'``.

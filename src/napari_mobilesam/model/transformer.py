@@ -47,6 +47,9 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Attention on already projected ``q``, ``k``, ``v`` (each ``(B, N, internal)``)."""
+        if k.shape[0] == 1 and q.shape[0] > 1:  # a shared image: all prompts' queries in one call
+            b, t, _ = q.shape
+            return self.attend(q.reshape(1, b * t, -1), k, v).view(b, t, -1)
         q, k, v = self._separate_heads(q), self._separate_heads(k), self._separate_heads(v)
         batch = max(q.shape[0], k.shape[0])
         # SDPA needs equal batch sizes; expand is a view, not a copy.
@@ -85,12 +88,14 @@ class Attention(nn.Module):
         tokens_k: torch.Tensor,
         tokens_v: torch.Tensor,
         projected: bool = False,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Image tokens attend to prompt tokens; returns the update ``(B, N, C)``.
+        """Image tokens attend to prompt tokens; returns the update ``(B, N, C)`` (plus ``residual``).
 
         ``image_queries``: ``(Bi, N, C)`` image tokens with positional encoding,
         or, with ``projected``, their query projection ``(Bi, N, internal)``.
-        ``tokens_k``/``tokens_v``: ``(B, T, C)``. Equals ``self(image_queries, tokens_k, tokens_v)``.
+        ``tokens_k``/``tokens_v``: ``(B, T, C)``. Equals ``self(image_queries, tokens_k, tokens_v)``
+        (``+ residual``: the sum is formed inside the matrix product, saving a pass).
         """
         b, t, _ = tokens_k.shape
         heads = self.num_heads
@@ -106,10 +111,13 @@ class Attention(nn.Module):
             scores = torch.matmul(image_queries, lifted.reshape(b, heads * t, -1).transpose(1, 2))
             scores = scores.view(b, n, heads, t) + torch.einsum("bthd,hd->bht", k, self.q_proj.bias.view(heads, -1))[:, None]
         weights = _softmax_few_(scores.mul_(scale)).reshape(b, n, heads * t)
-        # out_proj folded into the values: U[h, t] = W_out[:, h] v[h, t]
+        # out_proj folded into the values: U[h, t] = W_out[:, h] v[h, t]. Each head's
+        # weights sum to 1, all H heads' to H: the output bias enters as bias / H per value.
         out_weight = self.out_proj.weight.view(-1, heads, v.shape[-1])  # (C, H, D)
         lifted_values = torch.einsum("bthd,chd->bhtc", v, out_weight).reshape(b, heads * t, -1)
-        return torch.baddbmm(self.out_proj.bias.expand(b, n, -1), weights, lifted_values)
+        lifted_values = lifted_values + self.out_proj.bias / heads
+        start = torch.zeros((), dtype=weights.dtype, device=weights.device) if residual is None else residual
+        return torch.baddbmm(start.expand(b, n, lifted_values.shape[-1]), weights, lifted_values)
 
 
 def _softmax_few_(scores: torch.Tensor) -> torch.Tensor:
@@ -121,15 +129,6 @@ def _softmax_few_(scores: torch.Tensor) -> torch.Tensor:
     scores = scores.contiguous()
     scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
     return scores.div_(scores.sum(dim=-1, keepdim=True))
-
-
-def _add_norm(residual: torch.Tensor, update: torch.Tensor, norm: nn.LayerNorm) -> torch.Tensor:
-    """``norm(residual + update)``, adding into ``update`` (a temporary) when shapes allow."""
-    if update.shape == torch.broadcast_shapes(update.shape, residual.shape):
-        update += residual
-    else:
-        update = update + residual
-    return norm(update)
 
 
 @dataclass(frozen=True)
@@ -193,11 +192,10 @@ class TwoWayAttentionBlock(nn.Module):
 
         q = queries + query_pe
         if projections is not None:
-            update = image_to_token.image_to_tokens(image_q, q, queries, projected=True)
+            keys = image_to_token.image_to_tokens(image_q, q, queries, projected=True, residual=keys)
         else:
-            update = image_to_token.image_to_tokens(keys_with_pe, q, queries)
-        keys = _add_norm(keys, update, self.norm4)
-        return queries, keys
+            keys = image_to_token.image_to_tokens(keys_with_pe, q, queries, residual=keys)
+        return queries, self.norm4(keys)
 
 
 class TwoWayTransformer(nn.Module):
@@ -218,12 +216,20 @@ class TwoWayTransformer(nn.Module):
         key_pe = image_pe.flatten(2).transpose(1, 2).contiguous()
         return ImageContext(keys, key_pe, *self.layers[0].image_projections(keys, key_pe))
 
-    def decode(self, context: ImageContext, point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens ``(B, N, C)`` against a prepared image -> tokens ``(B, N, C)``, image ``(B, HW, C)``."""
+    def decode(
+        self, context: ImageContext, point_embedding: torch.Tensor, outputs: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens ``(B, N, C)`` against a prepared image -> tokens ``(B, N, C)``, image ``(B, HW, C)``.
+
+        ``outputs``: the indices of the tokens wanted back (``(B, len(outputs), C)``).
+        The last attention treats each token on its own, so it runs for those only.
+        """
         queries, keys = point_embedding, context.keys
         first = (context.token_to_image_k, context.token_to_image_v, context.image_to_token_q)
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, point_embedding, context.key_pe, first if i == 0 else None)
+        if outputs is not None:
+            queries, point_embedding = queries[:, outputs], point_embedding[:, outputs]
         update = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, keys + context.key_pe, keys)
         return self.norm_final_attn(queries + update), keys
 
