@@ -46,6 +46,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "tests"))
     import torch
+
     from recipe import recipe_state_dict
 
     results = {"ours": {"encoder_s": [], "click_s": []}, "official": {"encoder_s": [], "click_s": []}}

@@ -39,6 +39,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT / "tests"))
     import torch
+
     from recipe import recipe_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -38,12 +38,30 @@ def recipe_model():
 
 
 def wait_until(app, condition, timeout=60.0):
+    """Run Qt's event loop until ``condition()`` holds, checking every millisecond.
+
+    The main thread sleeps in the event loop between checks, as it does in
+    napari while the user looks at the screen; a busy polling loop would
+    take a core from the worker and inflate the latency.
+    """
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
     deadline = time.perf_counter() + timeout
-    while not condition():
-        if time.perf_counter() > deadline:
-            raise TimeoutError("benchmark step timed out")
-        app.processEvents()
-        time.sleep(0.0005)
+
+    def check():
+        if condition() or time.perf_counter() > deadline:
+            loop.quit()
+
+    timer = QTimer()
+    timer.setInterval(1)
+    timer.timeout.connect(check)
+    timer.start()
+    if not condition():
+        loop.exec()
+    timer.stop()
+    if not condition():
+        raise TimeoutError("benchmark step timed out")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from .layers import MLP, LayerNorm2d, gelu_
 from .transformer import ImageContext, TwoWayTransformer
 
 # Prompts decoded together inside one call; see MaskDecoder.decode.
-DECODE_CHUNK = 4
+DECODE_CHUNK = 8
 # Image tokens (summed over the prompts of a call) the upscaling head works on at a time.
 UPSCALE_TOKENS = 1024
 
@@ -108,34 +108,42 @@ class MaskDecoder(nn.Module):
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings), dim=1)
         selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
-        # Only the IoU token and the selected mask tokens are read after the transformer.
-        hs, src = self.transformer.decode(context, tokens, outputs=[0] + [1 + i for i in selected])
-        iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
+        mask_tokens = [1 + i for i in selected]
+        transformer = self.transformer
+        queries, src = transformer.blocks(context, tokens)
+        # The last attention treats tokens one by one, and only the IoU token and the selected
+        # mask tokens are read. With min_iou, the IoU comes first, so that prompts failing
+        # it need neither their mask tokens nor the upscaling head.
         side = int(round(src.shape[1] ** 0.5))
-        masks = torch.full((batch, len(selected), 4 * side, 4 * side), float("-inf"), dtype=src.dtype, device=src.device)
-        keep = None if min_iou is None else (iou_pred > min_iou).any(dim=1)
-        if keep is not None and not bool(keep.any()):
+        shape = (batch, len(selected), 4 * side, 4 * side)
+        if min_iou is None:
+            hs = transformer.final(context, queries, src, tokens, [0] + mask_tokens)
+            iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
+            masks = torch.empty(shape, dtype=src.dtype, device=src.device)
+            self._masks(hs[:, 1:], src, selected, masks)
             return masks, iou_pred
-        if keep is not None and not bool(keep.all()):
-            index = keep.nonzero()[:, 0]
-            hs, src = hs[index], src[index]
-            out = masks[index]
-            self._masks(hs, src, selected, out)
-            masks[index] = out
-        else:
-            self._masks(hs, src, selected, masks)
+        iou_token = transformer.final(context, queries, src, tokens, [0])
+        iou_pred = self.iou_prediction_head(iou_token[:, 0, :])[:, selected.start : selected.stop]
+        masks = torch.full(shape, float("-inf"), dtype=src.dtype, device=src.device)
+        keep = (iou_pred > min_iou).any(dim=1)
+        if not bool(keep.any()):
+            return masks, iou_pred
+        index = keep.nonzero()[:, 0]
+        src = src[index]
+        hs = transformer.final(context, queries[index], src, tokens[index], mask_tokens)
+        out = masks[index]
+        self._masks(hs, src, selected, out)
+        masks[index] = out
         return masks, iou_pred
 
     def _masks(self, hs: torch.Tensor, src: torch.Tensor, selected: range, out: torch.Tensor) -> None:
-        """Mask logits of tokens ``hs`` ``(B, 1 + M, C)`` (IoU, then the ``selected`` mask tokens) and image tokens ``src`` ``(B, HW, C)`` into ``out`` ``(B, M, 4H, 4W)``.
+        """Mask logits of the ``selected`` mask tokens ``hs`` ``(B, M, C)`` and image tokens ``src`` ``(B, HW, C)`` into ``out`` ``(B, M, 4H, 4W)``.
 
         The upscaling head runs on a few token rows at a time, so that its
         wide intermediates (16 and 32 MB per prompt in full) stay in the CPU's
         cache; each part is written straight to its rows of ``out``.
         """
-        hyper_in = torch.stack(
-            [self.output_hypernetworks_mlps[i](hs[:, 1 + k, :]) for k, i in enumerate(selected)], dim=1
-        )
+        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, k, :]) for k, i in enumerate(selected)], dim=1)
         batch, tokens, _ = src.shape
         side = int(round(tokens**0.5))
         rows = max(1, UPSCALE_TOKENS // (batch * side))

@@ -222,16 +222,35 @@ class TwoWayTransformer(nn.Module):
         """Tokens ``(B, N, C)`` against a prepared image -> tokens ``(B, N, C)``, image ``(B, HW, C)``.
 
         ``outputs``: the indices of the tokens wanted back (``(B, len(outputs), C)``).
-        The last attention treats each token on its own, so it runs for those only.
         """
+        queries, keys = self.blocks(context, point_embedding)
+        return self.final(context, queries, keys, point_embedding, outputs), keys
+
+    def blocks(self, context: ImageContext, point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way blocks: tokens ``(B, N, C)`` and image tokens ``(B, HW, C)`` before the last attention."""
         queries, keys = point_embedding, context.keys
         first = (context.token_to_image_k, context.token_to_image_v, context.image_to_token_q)
         for i, layer in enumerate(self.layers):
             queries, keys = layer(queries, keys, point_embedding, context.key_pe, first if i == 0 else None)
+        return queries, keys
+
+    def final(
+        self,
+        context: ImageContext,
+        queries: torch.Tensor,
+        keys: torch.Tensor,
+        point_embedding: torch.Tensor,
+        outputs: list[int] | None = None,
+    ) -> torch.Tensor:
+        """The last token -> image attention and norm, for the tokens ``outputs`` (all if None).
+
+        It treats each token on its own, so tokens nobody reads are left out,
+        and tokens can be finished in separate calls.
+        """
         if outputs is not None:
             queries, point_embedding = queries[:, outputs], point_embedding[:, outputs]
         update = self.final_attn_token_to_image.tokens_to_image(queries + point_embedding, keys + context.key_pe, keys)
-        return self.norm_final_attn(queries + update), keys
+        return self.norm_final_attn(queries + update)
 
     def forward(self, image_embedding, image_pe, point_embedding):
         """``image_embedding`` ``(1 or B, C, H, W)``, ``image_pe`` ``(1, C, H, W)``,
