@@ -69,6 +69,20 @@ def test_min_iou_skips_only_the_masks_of_failing_prompts(ready):
     assert bool(torch.isneginf(nothing).all())
 
 
+def test_decoding_leaves_the_shared_image_context_untouched(ready):
+    """Prompts share one prepared image context; decoding must never write into it."""
+    prompts = check_prompts([[120.0, 80.0]], [1], None, None, (512, 512))
+    first, _ = ready.decode_low_res(prompts, True)
+    context = ready._image_context()
+    saved = [t.clone() for t in vars(context).values()]
+    for count in (1, 3, 9):  # one prompt, one chunk, several chunks
+        batch = check_prompts(np.tile([[[120.0, 80.0]]], (count, 1, 1)), np.ones((count, 1), int), None, None, (512, 512))
+        again, _ = ready.decode_low_res(batch, True)
+        torch.testing.assert_close(again, first.expand_as(again), atol=1e-4, rtol=0)
+    for before, after in zip(saved, vars(context).values(), strict=True):
+        assert torch.equal(before, after)
+
+
 def test_batched_points_with_boxes(ready):
     points = np.array([[[50.0, 60.0]], [[230.0, 250.0]]])
     labels = np.array([[1], [0]])

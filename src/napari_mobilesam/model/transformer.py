@@ -89,13 +89,15 @@ class Attention(nn.Module):
         tokens_v: torch.Tensor,
         projected: bool = False,
         residual: torch.Tensor | None = None,
+        residual_is_temporary: bool = False,
     ) -> torch.Tensor:
         """Image tokens attend to prompt tokens; returns the update ``(B, N, C)`` (plus ``residual``).
 
         ``image_queries``: ``(Bi, N, C)`` image tokens with positional encoding,
         or, with ``projected``, their query projection ``(Bi, N, internal)``.
         ``tokens_k``/``tokens_v``: ``(B, T, C)``. Equals ``self(image_queries, tokens_k, tokens_v)``
-        (``+ residual``: the sum is formed inside the matrix product, saving a pass).
+        (``+ residual``: the sum is formed inside the matrix product, saving a pass;
+        into ``residual`` itself if it is a temporary of the caller's, outside autograd).
         """
         b, t, _ = tokens_k.shape
         heads = self.num_heads
@@ -116,8 +118,11 @@ class Attention(nn.Module):
         out_weight = self.out_proj.weight.view(-1, heads, v.shape[-1])  # (C, H, D)
         lifted_values = torch.einsum("bthd,chd->bhtc", v, out_weight).reshape(b, heads * t, -1)
         lifted_values = lifted_values + self.out_proj.bias / heads
+        shape = (b, n, lifted_values.shape[-1])
+        if residual_is_temporary and residual.shape == shape and not torch.is_grad_enabled():
+            return residual.baddbmm_(weights, lifted_values)  # no copy of it into a new tensor
         start = torch.zeros((), dtype=weights.dtype, device=weights.device) if residual is None else residual
-        return torch.baddbmm(start.expand(b, n, lifted_values.shape[-1]), weights, lifted_values)
+        return torch.baddbmm(start.expand(shape), weights, lifted_values)
 
 
 def _softmax_few_(scores: torch.Tensor) -> torch.Tensor:
@@ -171,7 +176,9 @@ class TwoWayAttentionBlock(nn.Module):
             self.cross_attn_image_to_token.q_proj(keys_with_pe),
         )
 
-    def forward(self, queries, keys, query_pe, key_pe, projections=None):
+    def forward(self, queries, keys, query_pe, key_pe, projections=None, keys_are_temporary=False):
+        """One block. ``projections``: the image side prepared by :meth:`image_projections`;
+        ``keys_are_temporary``: ``keys`` may be overwritten (a previous block's output)."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -194,7 +201,9 @@ class TwoWayAttentionBlock(nn.Module):
         if projections is not None:
             keys = image_to_token.image_to_tokens(image_q, q, queries, projected=True, residual=keys)
         else:
-            keys = image_to_token.image_to_tokens(keys_with_pe, q, queries, residual=keys)
+            keys = image_to_token.image_to_tokens(
+                keys_with_pe, q, queries, residual=keys, residual_is_temporary=keys_are_temporary
+            )
         return queries, self.norm4(keys)
 
 
@@ -231,7 +240,9 @@ class TwoWayTransformer(nn.Module):
         queries, keys = point_embedding, context.keys
         first = (context.token_to_image_k, context.token_to_image_v, context.image_to_token_q)
         for i, layer in enumerate(self.layers):
-            queries, keys = layer(queries, keys, point_embedding, context.key_pe, first if i == 0 else None)
+            queries, keys = layer(
+                queries, keys, point_embedding, context.key_pe, first if i == 0 else None, keys_are_temporary=i > 0
+            )
         return queries, keys
 
     def final(
