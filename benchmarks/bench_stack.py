@@ -115,17 +115,18 @@ def main() -> None:
     sys.path.insert(0, str(ROOT / "tests"))
     import torch
 
+    from napari_mobilesam import load_model
     from napari_mobilesam.cache import EmbeddingCache
-    from napari_mobilesam.model import build_mobile_sam
     from napari_mobilesam.preprocessing import to_uint8_rgb
     from napari_mobilesam.proposals import ForegroundBoxProposer
     from recipe import recipe_state_dict
 
     torch.set_num_threads(args.threads)
     stack = make_stack(args.source, args.slices, args.size)
-    model = build_mobile_sam()
-    model.load_state_dict(recipe_state_dict(0), strict=True)
-    model.eval()
+    with tempfile.TemporaryDirectory() as folder:  # loaded as users load weights (engine settings included)
+        weights = Path(folder) / "recipe_seed0.pt"
+        torch.save(recipe_state_dict(0), weights)
+        model = load_model(weights, device="cpu")
     boxes = [len(ForegroundBoxProposer()(to_uint8_rgb(plane))) for plane in stack]
 
     runs = {}

@@ -29,12 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def recipe_model():
-    from napari_mobilesam.model import build_mobile_sam
+    """The recipe test weights, loaded as users load weights (engine settings included)."""
+    import torch
+
+    from napari_mobilesam import load_model
     from recipe import recipe_state_dict
 
-    model = build_mobile_sam()
-    model.load_state_dict(recipe_state_dict(0), strict=True)
-    return model.eval()
+    with tempfile.TemporaryDirectory() as folder:
+        weights = Path(folder) / "recipe_seed0.pt"
+        torch.save(recipe_state_dict(0), weights)
+        return load_model(weights, device="cpu")
 
 
 def wait_until(app, condition, timeout=60.0):
