@@ -1,0 +1,96 @@
+"""On a CUDA machine: the decoder on the GPU against the CPU, and GPU timings (prints JSON).
+
+Not a test (CI has no GPU). Run from the repo root: ``python benchmarks/gpu_check.py``.
+Needs only torch, numpy, scipy and scikit-image besides this checkout (it
+imports the package from ``src/``), so it runs on a bare GPU machine.
+Checks: low-res logits and IoU of 256 grid prompts (3 masks each) on CUDA
+against CPU, the ``min_iou`` skip pattern, segment-everything labels; times
+the encoder, a decode per prompt (with and without the mask head) and a
+default grid segment-everything of the 512x512 nuclei image.
+"""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
+    from napari_mobilesam import ImageEmbedding, Predictor
+    from napari_mobilesam.everything import point_grid, segment_everything
+    from napari_mobilesam.model import build_mobile_sam
+    from napari_mobilesam.prompts import check_prompts
+    from recipe import recipe_state_dict
+
+    out = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
+    ref = np.load(ROOT / "tests" / "data" / "nuclei.npz")
+    emb = ImageEmbedding(ref["embedding"], (512, 512), (1024, 1024))
+    models = {}
+    for dev in ("cpu", "cuda"):
+        m = build_mobile_sam()
+        m.load_state_dict(recipe_state_dict(0), strict=True)
+        models[dev] = m.eval().to(dev)
+    preds = {d: Predictor(m) for d, m in models.items()}
+    for p in preds.values():
+        p.set_embedding(emb)
+    grid = point_grid(16) * 512
+    prompts = check_prompts(grid[:, None], np.ones((len(grid), 1), int), None, None, (512, 512))
+    res = {}
+    for d, p in preds.items():
+        full, iou = p.decode_low_res(prompts, True)
+        thr = float(iou.max(1).values.median())
+        skip, iou2 = p.decode_low_res(prompts, True, min_iou=thr)
+        res[d] = (full.cpu(), iou.cpu(), skip.cpu(), iou2.cpu(), thr)
+    f0, i0, s0, j0, t0 = res["cpu"]
+    f1, i1, s1, j1, t1 = res["cuda"]
+    fin = torch.isfinite(s0) & torch.isfinite(s1)
+    out["full_logits_maxdiff"] = float((f0 - f1).abs().max())
+    out["iou_maxdiff"] = float((i0 - i1).abs().max())
+    out["skip_same_pattern"] = bool(torch.equal(torch.isinf(s0), torch.isinf(s1)))
+    out["skip_logits_maxdiff"] = float((s0[fin] - s1[fin]).abs().max()) if fin.any() else None
+    out["mask_pixels_differ_full"] = int(((f0 > 0) != (f1 > 0)).sum())
+    # end to end from the image, with encoding
+    img = ref["image"]
+    lab = {}
+    for d, m in models.items():
+        lab[d] = segment_everything(
+            img, m, sampler="grid", points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0
+        )
+    out["everything_labels_equal"] = bool(np.array_equal(lab["cpu"], lab["cuda"]))
+    out["everything_label_pixels_differ"] = int((lab["cpu"] != lab["cuda"]).sum())
+    # timings on the GPU
+    p = preds["cuda"]
+    m = models["cuda"]
+    x = torch.randn(1, 3, 1024, 1024, device="cuda")
+    with torch.inference_mode():
+        for _ in range(3):
+            m.image_encoder(x)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(10):
+            m.image_encoder(x)
+        torch.cuda.synchronize()
+        out["gpu_encoder_ms"] = (time.perf_counter() - t) / 10 * 1000
+    big = check_prompts(np.tile(grid[:, None], (4, 1, 1)), np.ones((4 * len(grid), 1), int), None, None, (512, 512))
+    for name, kw in (("full", {}), ("skip", {"min_iou": 1.0})):
+        p.decode_low_res(big, True, **kw)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        p.decode_low_res(big, True, **kw)
+        torch.cuda.synchronize()
+        out[f"gpu_decode_{name}_ms_per_prompt"] = (time.perf_counter() - t) / big.count * 1000
+    t = time.perf_counter()
+    segment_everything(img, m, sampler="grid")
+    torch.cuda.synchronize()
+    out["gpu_everything_grid_s"] = time.perf_counter() - t
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
