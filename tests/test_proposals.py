@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from napari_mobilesam import MobileSAMError
 from napari_mobilesam.nms import box_iou
 from napari_mobilesam.preprocessing import to_uint8_rgb
-from napari_mobilesam.proposals import MAX_BOXES, ForegroundBoxProposer, propose_boxes
+from napari_mobilesam.proposals import MAX_BOXES, ForegroundBoxProposer, noise_level, propose_boxes
 from recipe import DATA
 
 
@@ -63,11 +63,44 @@ def test_nothing_to_find():
     assert ForegroundBoxProposer(max_boxes=0)(np.eye(64, dtype=np.uint8)).shape == (0, 4)
 
 
+def test_pure_noise_gives_no_boxes():
+    """An empty slice (camera noise only) must not cost hundreds of prompts and spurious objects."""
+    rng = np.random.default_rng(0)
+    gaussian = np.clip(rng.normal(100, 10, (256, 256)), 0, 255).astype(np.uint8)
+    poisson = rng.poisson(20, (256, 256)).astype(np.uint16)
+    for noise in (gaussian, poisson, to_uint8_rgb(poisson)):
+        assert ForegroundBoxProposer()(noise).shape == (0, 4)
+    assert len(ForegroundBoxProposer(min_contrast=0)(gaussian)) > 100  # what noise gave before
+
+
+def test_a_faint_object_on_noise_is_kept():
+    rng = np.random.default_rng(1)
+    image = rng.normal(100, 10, (256, 256))
+    yy, xx = np.mgrid[:256, :256]
+    image[(yy - 100) ** 2 + (xx - 150) ** 2 < 10**2] += 25  # 2.5x the noise
+    boxes = ForegroundBoxProposer()(np.clip(image, 0, 255).astype(np.uint8))
+    assert 1 <= len(boxes) <= 3
+    truth = torch.tensor([[140.0, 90.0, 161.0, 111.0]])
+    assert float(box_iou(truth, torch.from_numpy(boxes)).max()) >= 0.7
+
+
+def test_noise_level_is_the_noise_standard_deviation(nuclei):
+    rng = np.random.default_rng(2)
+    assert noise_level(rng.normal(0, 7, (300, 300))) == pytest.approx(7, rel=0.05)
+    assert noise_level(np.full((8, 8), 3.0)) == 0.0
+    # On the nuclei image the objects barely move it: its background's noise.
+    grey = nuclei[0][..., 0].astype(float)
+    background = grey[nuclei[1] == 0]
+    assert noise_level(grey) < background.std()
+
+
 def test_bad_settings_are_clear_errors():
     with pytest.raises(MobileSAMError, match="polarity"):
         ForegroundBoxProposer(polarity="up")
     with pytest.raises(MobileSAMError, match="block_size"):
         ForegroundBoxProposer(block_size=50)
+    with pytest.raises(MobileSAMError, match="min_contrast"):
+        ForegroundBoxProposer(min_contrast=-1)
     with pytest.raises(MobileSAMError, match="2D image"):
         ForegroundBoxProposer()(np.zeros((4, 8, 8, 3)))
 
