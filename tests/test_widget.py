@@ -318,6 +318,39 @@ def test_scale_translate_prompts_land_on_the_right_pixels(make_napari_viewer, qt
     np.testing.assert_allclose(viewer.layers["MobileSAM preview"].scale, image.scale)
 
 
+def test_rotated_sheared_layers_prompts_and_outputs_follow_napari(make_napari_viewer, qtbot, session):  # noqa: F811
+    """rotate/shear/affine on the image: clicks map to the pixels napari draws under them, outputs lie on the image."""
+    from napari_mobilesam._qt.prompt_reading import points_on_plane
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(
+        blobs((64, 80)),
+        name="cells",
+        scale=(0.5, 2.0),
+        translate=(100.0, -40.0),
+        rotate=30.0,
+        shear=[0.2],
+        affine=[[1.0, 0.0, 5.0], [0.0, 1.0, -3.0], [0.0, 0.0, 1.0]],
+    )
+    widget = open_widget(viewer, qtbot)
+    world = np.asarray(image.data_to_world([20.0, 25.0]))  # where napari draws data row 20, column 25
+    widget.add_point(tuple(world))
+    read = points_on_plane(widget.points_layer, widget.plane, viewer.dims.point)
+    np.testing.assert_allclose(read.xy, [[25.0, 20.0]], atol=1e-6)
+    # A prompt layer placed differently: converted through world coordinates all the same.
+    other = viewer.add_points([world], name="plain points")
+    read = points_on_plane(other, widget.plane, viewer.dims.point)
+    np.testing.assert_allclose(read.xy, [[25.0, 20.0]], atol=1e-6)
+
+    wait_idle(widget, qtbot)
+    preview_layer = viewer.layers["MobileSAM preview"]
+    assert widget.accept() == [1]
+    labels = widget.labels_layer
+    for pixel in ([20.0, 25.0], [0.0, 0.0], [63.0, 79.0]):
+        np.testing.assert_allclose(labels.data_to_world(pixel), image.data_to_world(pixel), atol=1e-9)
+        np.testing.assert_allclose(preview_layer.data_to_world(pixel), image.data_to_world(pixel), atol=1e-9)
+
+
 def test_dask_layer_reads_only_the_slice_shown(make_napari_viewer, qtbot, session):  # noqa: F811
     import dask
     import dask.array as da

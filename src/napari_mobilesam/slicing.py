@@ -150,8 +150,8 @@ def world_to_data(world, scale: Sequence[float], translate: Sequence[float], aff
 
     napari maps data to world as ``affine(scale * data + translate)``;
     ``affine`` is the layer's ``(D+1, D+1)`` homogeneous matrix (``layer.affine.affine_matrix``)
-    or ``None`` for the identity. Rotation and shear set through ``layer.rotate``/``shear``
-    are not included.
+    or ``None`` for the identity. napari applies a layer's ``rotate`` and ``shear``
+    too; ``napari_mobilesam._qt.layer_plane.world_affine`` folds them into ``affine``.
     """
     world = np.asarray(world, dtype=float)
     scale = np.asarray(scale, dtype=float)

@@ -11,12 +11,15 @@ from .layer_plane import LayerPlane, spatial_shape
 
 
 def new_labels_layer(image) -> Labels:
-    """An empty ``"<image> labels"`` layer with the image's spatial shape, scale and translate."""
+    """An empty ``"<image> labels"`` layer with the image's spatial shape and placement in the world."""
     return Labels(
         np.zeros(spatial_shape(image), dtype=np.uint32),
         name=f"{image.name} labels",
         scale=image.scale,
         translate=image.translate,
+        rotate=image.rotate,
+        shear=image.shear,
+        affine=image.affine,
     )
 
 

@@ -109,10 +109,31 @@ def layer_displayed_axes(viewer, layer) -> tuple[int, int]:
     return axes[0], axes[1]
 
 
+def world_affine(layer) -> np.ndarray:
+    """The ``(D+1, D+1)`` matrix ``A`` with world = ``A(scale * data + translate)`` for ``layer``.
+
+    The convention of :func:`napari_mobilesam.slicing.world_to_data`. napari
+    also applies the layer's ``rotate`` and ``shear`` (between scaling and
+    translating) before its ``affine``; they are folded in here, so that
+    rotated or sheared layers map exactly as napari draws them.
+    """
+    from napari.utils.transforms import Affine
+
+    ndim = layer.ndim
+    scale = np.asarray(layer.scale, dtype=float)
+    translate = np.asarray(layer.translate, dtype=float)
+    data_to_physical = Affine(scale=scale, translate=translate, rotate=layer.rotate, shear=layer.shear, ndim=ndim)
+    data_to_world = np.asarray(layer.affine.affine_matrix, dtype=float) @ data_to_physical.affine_matrix
+    scale_translate = np.eye(ndim + 1)
+    scale_translate[:ndim, :ndim] = np.diag(scale)
+    scale_translate[:ndim, ndim] = translate
+    return data_to_world @ np.linalg.inv(scale_translate)
+
+
 def world_point_to_layer(viewer_point, layer) -> np.ndarray:
     """The viewer's world point to ``layer``'s data coordinates (layers align on trailing axes)."""
     world = np.asarray(viewer_point, dtype=float)[-layer.ndim :]
-    return slicing.world_to_data(world, layer.scale, layer.translate, layer.affine.affine_matrix)
+    return slicing.world_to_data(world, layer.scale, layer.translate, world_affine(layer))
 
 
 def image_id(layer, level: int, displayed: tuple[int, int]) -> str | None:

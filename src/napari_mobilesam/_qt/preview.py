@@ -6,7 +6,7 @@ import numpy as np
 from napari.layers import Labels
 
 from .layer_picker import ROLE_KEY
-from .layer_plane import LayerPlane
+from .layer_plane import LayerPlane, world_affine
 
 PREVIEW_NAME = "MobileSAM preview"
 
@@ -43,7 +43,7 @@ def new_preview_layer(plane: LayerPlane) -> Labels:
         name=PREVIEW_NAME,
         scale=scale,
         translate=translate,
-        affine=plane.layer.affine,
+        affine=world_affine(plane.layer),  # the image's rotate and shear included
         opacity=0.6,
         metadata={ROLE_KEY: "preview"},
     )

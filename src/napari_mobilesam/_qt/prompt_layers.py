@@ -19,7 +19,9 @@ BOX_COLOR = "#ffd700"
 
 
 def _spatial_kwargs(image) -> dict:
-    return {"ndim": image.ndim, "scale": image.scale, "translate": image.translate}
+    """Placed like the image: a prompt's data coordinates are the image's pixels."""
+    geometry = ("scale", "translate", "rotate", "shear", "affine")
+    return {"ndim": image.ndim, **{name: getattr(image, name) for name in geometry}}
 
 
 def new_points_layer(image) -> Points:

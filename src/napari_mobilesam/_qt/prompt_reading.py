@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import slicing
-from .layer_plane import LayerPlane
+from .layer_plane import LayerPlane, world_affine
 from .prompt_layers import polarities
 
 
@@ -22,11 +22,11 @@ def _layer_to_image_data(coords: np.ndarray, layer, plane: LayerPlane, viewer_po
     Axes the prompt layer lacks (a 2D Points layer over a stack) take the viewer's current position.
     """
     image = plane.layer
-    world = slicing.data_to_world(coords, layer.scale, layer.translate, layer.affine.affine_matrix)
+    world = slicing.data_to_world(coords, layer.scale, layer.translate, world_affine(layer))
     full = np.tile(np.asarray(viewer_point, dtype=float)[-image.ndim :], (len(coords), 1))
     shared = min(layer.ndim, image.ndim)
     full[:, image.ndim - shared :] = world[:, layer.ndim - shared :]
-    return slicing.world_to_data(full, image.scale, image.translate, image.affine.affine_matrix)
+    return slicing.world_to_data(full, image.scale, image.translate, world_affine(image))
 
 
 @dataclass(frozen=True, eq=False)
