@@ -5,95 +5,53 @@ embedding is kept twice:
 
 - **in memory**: a least-recently-used cache bounded in bytes (``memory_bytes``);
 - **on disk** (on by default): a zarr store per image in the per-user cache
-  folder, ``cache_dir() / "embeddings"`` (``NAPARI_MOBILESAM_CACHE`` moves it).
+  folder, ``cache_dir() / "embeddings"`` (``NAPARI_MOBILESAM_CACHE`` moves it);
+  :mod:`napari_mobilesam.cache_store` describes the layout and how it is written.
 
-An embedding is found by its **key**: a BLAKE2b hash of the slice's pixels
-(bytes, shape, dtype), the model's weights checksum, the contrast limits and
-:data:`PREPROCESSING_VERSION`. Other weights, other contrast or an edited
-slice therefore miss and are encoded again.
+An embedding is found by its **key** (:mod:`napari_mobilesam.cache_key`): a
+hash of the slice's pixels, the model's weights, the contrast limits and the
+preprocessing version. Other weights, other contrast or an edited slice
+therefore miss and are encoded again.
 
-Disk layout (zarr v3, no pickle anywhere)::
-
-    <directory>/
-      <readable-prefix>-<hash16>.zarr/   one store per image_id (image_id None: named by the slice key)
-        zarr.json                        group; attribute "napari_mobilesam" =
-                                         {"format": "embedding-cache", "version": 1, "n_slices": N}
-        features/                        float32 array (n_slices, 256, 64, 64), chunks (1, 256, 64, 64),
-          zarr.json                      uncompressed: one chunk file per slice (features/c/<z>/0/0/0)
-          c/<z>/0/0/0
-        records/<z>.json                 slice z: {"version", "key", "checksum" (BLAKE2b of the chunk's
-                                         float32 little-endian bytes), "original_size", "input_size"}
-      .tmp-*                             stores being built (records/.tmp-* inside a store: records
-                                         being written); clear() removes them with the stores
-
-A slice is written record-last: its old record is deleted, the chunk is
-written, then the record is written to a temporary file and moved into place
-(``os.replace``). A slice is trusted only if its record parses, its key is the
-one asked for and the chunk read back has the record's checksum; anything else
-(half-written, corrupt, other weights or contrast) is a miss, encoded again and
-rewritten. A store whose metadata is unreadable or whose shape does not fit
-``n_slices`` is deleted and rebuilt. New stores are built in a ``.tmp-``
-folder and renamed into place. Disk problems (full, read-only) never break
-segmentation: they are logged and the cache carries on in memory.
+A slice on disk that is not trusted (half-written, corrupt, other weights or
+contrast) is a miss, encoded again and rewritten; a store whose metadata is
+unreadable or whose shape does not fit ``n_slices`` is deleted and rebuilt.
+Disk problems (full, read-only) never break segmentation: they are logged and
+the cache carries on in memory.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
-import shutil
 import threading
-import uuid
 from collections import OrderedDict
 from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
 
-from .embedding import EMBEDDING_SHAPE, ImageEmbedding
+# The ``name as name`` imports re-export names that were defined here before the split.
+from .cache_key import PREPROCESSING_VERSION as PREPROCESSING_VERSION
+from .cache_key import model_checksum as model_checksum
+from .cache_key import slice_key
+from .cache_store import STORE_FORMAT as STORE_FORMAT
+from .cache_store import STORE_VERSION as STORE_VERSION
+from .cache_store import (
+    CorruptSliceError,
+    create_store,
+    open_features,
+    read_slice,
+    remove_path,
+    store_bytes,
+    store_entries,
+    store_name,
+    write_slice,
+)
+from .embedding import ImageEmbedding
 from .errors import MobileSAMError
 
 logger = logging.getLogger(__name__)
-
-# Bump when preprocessing changes what the encoder sees: old cached embeddings then miss.
-PREPROCESSING_VERSION = 1
-STORE_FORMAT = "embedding-cache"
-STORE_VERSION = 1
-_ATTR = "napari_mobilesam"
-_CHECKSUM_ATTR = "_napari_mobilesam_checksum"
-_TMP_PREFIX = ".tmp-"
-
-
-def model_checksum(model) -> str:
-    """A string that changes when the model's weights change.
-
-    ``model.weights_sha256`` (set by :func:`~napari_mobilesam.load_model`) when
-    present; otherwise a BLAKE2b hash of the state dict (names, dtypes, shapes,
-    bytes, in key order), computed once and kept on the model as
-    ``_napari_mobilesam_checksum`` -- weights edited in place afterwards are not noticed.
-    """
-    sha256 = getattr(model, "weights_sha256", None)
-    if sha256:
-        return f"sha256:{sha256}"
-    cached = getattr(model, _CHECKSUM_ATTR, None)
-    if cached:
-        return cached
-    import torch
-
-    digest = hashlib.blake2b(digest_size=32)
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
-    checksum = f"blake2b:{digest.hexdigest()}"
-    setattr(model, _CHECKSUM_ATTR, checksum)
-    return checksum
-
-
-def _features_checksum(features: np.ndarray) -> str:
-    return hashlib.blake2b(np.ascontiguousarray(features, dtype="<f4").tobytes(), digest_size=32).hexdigest()
 
 
 def _format_bytes(n: int) -> str:
@@ -117,12 +75,6 @@ def _check_slot(image_id: str | None, slice_index: int, n_slices: int) -> tuple[
             f"slice_index {slice_index} is outside a stack of {n_slices} slices; pass n_slices = the stack's length."
         )
     return slice_index, n_slices
-
-
-def store_name(image_id: str) -> str:
-    """The file-system-safe folder name of ``image_id``'s store: a readable prefix and a hash."""
-    prefix = re.sub(r"[^A-Za-z0-9_-]+", "_", image_id)[:40].strip("_-") or "image"
-    return f"{prefix}-{hashlib.blake2b(image_id.encode(), digest_size=8).hexdigest()}.zarr"
 
 
 class EmbeddingCache:
@@ -196,20 +148,7 @@ class EmbeddingCache:
 
     def slice_key(self, image_slice, model, contrast_limits: tuple[float, float] | None = None) -> str:
         """Hex key of one 2D slice ``(H, W)`` or ``(H, W, C)`` encoded by ``model`` with ``contrast_limits``."""
-        pixels = np.ascontiguousarray(np.asarray(image_slice))
-        if pixels.dtype.hasobject:
-            raise MobileSAMError(f"Cannot cache an image of dtype {pixels.dtype}; pass numbers (int, float or bool).")
-        if contrast_limits is None:
-            limits = "auto"
-        else:
-            limits = ",".join(f"{float(v):.9g}" for v in contrast_limits)
-        digest = hashlib.blake2b(digest_size=32)
-        header = f"napari-mobilesam|pre{PREPROCESSING_VERSION}|{pixels.dtype.str}|{pixels.shape}|{limits}|"
-        digest.update(header.encode())
-        digest.update(model_checksum(model).encode())
-        digest.update(b"|")
-        digest.update(pixels.reshape(-1).view(np.uint8))
-        return digest.hexdigest()
+        return slice_key(image_slice, model, contrast_limits)
 
     # -- the main entry point ------------------------------------------------
 
@@ -318,8 +257,8 @@ class EmbeddingCache:
         directory = self.directory
         if disk and directory is not None:
             with self._disk_lock:
-                for entry in self._owned_entries(directory):
-                    _remove(entry)
+                for entry in store_entries(directory):
+                    remove_path(entry)
 
     @property
     def memory_bytes_used(self) -> int:
@@ -336,16 +275,7 @@ class EmbeddingCache:
         directory = self.directory
         if directory is None:
             return 0
-        total = 0
-        for entry in self._owned_entries(directory):
-            paths = [entry] if entry.is_file() else entry.rglob("*")
-            for path in paths:
-                try:
-                    if path.is_file():
-                        total += path.stat().st_size
-                except OSError:
-                    pass  # removed meanwhile
-        return total
+        return store_bytes(directory)
 
     def describe(self) -> str:
         """One line for the user, e.g. ``"12 embeddings in memory (48 MiB of 1.0 GiB), 130 MiB on disk at /path"``."""
@@ -389,13 +319,6 @@ class EmbeddingCache:
             return None
         return directory / store_name(key if image_id is None else image_id)
 
-    def _owned_entries(self, directory: Path) -> list[Path]:
-        try:
-            entries = list(directory.iterdir())
-        except OSError:
-            return []
-        return [entry for entry in entries if entry.name.endswith(".zarr") or entry.name.startswith(_TMP_PREFIX)]
-
     def _disk_get(self, key: str, image_id: str | None, slice_index: int) -> ImageEmbedding | None:
         path = self._store_path(key, image_id)
         if path is None:
@@ -404,15 +327,11 @@ class EmbeddingCache:
             slice_index = 0
         with self._disk_lock:
             try:
-                record = json.loads((path / "records" / f"{int(slice_index)}.json").read_text(encoding="utf-8"))
-                if record.get("version") != STORE_VERSION or record.get("key") != key:
-                    return None
-                features = _open_features(path, mode="r")[int(slice_index)]
-                if _features_checksum(features) != record.get("checksum"):
-                    logger.warning("Embedding cache: slice %s of %s is corrupt; encoding it again.", slice_index, path)
-                    return None
-                return ImageEmbedding(features, tuple(record["original_size"]), tuple(record["input_size"]))
+                return read_slice(path, key, slice_index)
             except FileNotFoundError:
+                return None
+            except CorruptSliceError:
+                logger.warning("Embedding cache: slice %s of %s is corrupt; encoding it again.", slice_index, path)
                 return None
             except Exception as error:  # half-written or damaged: never trusted
                 logger.info("Embedding cache: cannot read slice %s of %s (%s).", slice_index, path, error)
@@ -427,17 +346,7 @@ class EmbeddingCache:
         with self._disk_lock:
             try:
                 features = self._open_or_build(path, n_slices)
-                record_path = path / "records" / f"{slice_index}.json"
-                record_path.unlink(missing_ok=True)  # no record may describe a chunk being rewritten
-                features[slice_index] = embedding.features
-                record = {
-                    "version": STORE_VERSION,
-                    "key": key,
-                    "checksum": _features_checksum(embedding.features),
-                    "original_size": list(embedding.original_size),
-                    "input_size": list(embedding.input_size),
-                }
-                _write_atomic(record_path, json.dumps(record).encode("utf-8"))
+                write_slice(path, features, key, embedding, slice_index)
             except Exception as error:
                 logger.warning("Embedding cache: cannot write to %s (%s); keeping it in memory only.", path, error)
 
@@ -445,22 +354,11 @@ class EmbeddingCache:
         """The ``features`` array of a valid store at ``path`` for ``n_slices`` slices, rebuilding it if needed."""
         if path.exists():
             try:
-                return _open_features(path, mode="r+", n_slices=n_slices)
+                return open_features(path, mode="r+", n_slices=n_slices)
             except Exception as error:
                 logger.info("Embedding cache: rebuilding %s (%s).", path, error)
-                _remove(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}.zarr"
-        try:
-            _build_store(staging, n_slices)
-            os.rename(staging, path)
-        except OSError:
-            if not path.exists():  # a real failure, not another process winning the race
-                raise
-        finally:
-            if staging.exists():
-                _remove(staging)
-        return _open_features(path, mode="r+", n_slices=n_slices)
+                remove_path(path)
+        return create_store(path, n_slices)
 
 
 _SHARED: EmbeddingCache | None = None
@@ -474,56 +372,3 @@ def shared_cache() -> EmbeddingCache:
         if _SHARED is None:
             _SHARED = EmbeddingCache()
         return _SHARED
-
-
-def _build_store(path: Path, n_slices: int) -> None:
-    import zarr
-
-    attributes = {_ATTR: {"format": STORE_FORMAT, "version": STORE_VERSION, "n_slices": n_slices}}
-    group = zarr.open_group(str(path), mode="w", zarr_format=3, attributes=attributes)
-    group.create_array(
-        "features",
-        shape=(n_slices, *EMBEDDING_SHAPE),
-        chunks=(1, *EMBEDDING_SHAPE),
-        dtype="float32",
-        compressors=None,
-        fill_value=0.0,
-    )
-    (path / "records").mkdir()
-
-
-def _open_features(path: Path, mode: str, n_slices: int | None = None):
-    """Open and check a store's metadata; raises ``ValueError`` when it is not a valid store."""
-    import zarr
-
-    group = zarr.open_group(str(path), mode=mode, zarr_format=3)
-    meta = group.attrs.get(_ATTR)
-    if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT or meta.get("version") != STORE_VERSION:
-        raise ValueError("not an embedding-cache store of this version")
-    features = group["features"]
-    stored_slices = meta.get("n_slices")
-    if not isinstance(features, zarr.Array) or features.shape != (stored_slices, *EMBEDDING_SHAPE):
-        raise ValueError(f"features shape {getattr(features, 'shape', None)} does not match n_slices {stored_slices}")
-    if features.dtype != np.float32 or tuple(features.chunks) != (1, *EMBEDDING_SHAPE):
-        raise ValueError(f"unexpected features dtype {features.dtype} or chunks {features.chunks}")
-    if n_slices is not None and stored_slices != n_slices:
-        raise ValueError(f"store holds {stored_slices} slices, not {n_slices}")
-    if not (path / "records").is_dir():
-        raise ValueError("records folder missing")
-    return features
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}-{path.name}")
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)

@@ -36,13 +36,17 @@ comes before the masks in the decoder, so a prompt whose masks all fail
 The decoding step is a parameter: ``decoder`` takes any callable with the
 contract of :meth:`Predictor.decode_low_res <napari_mobilesam.predictor.Predictor.decode_low_res>`,
 e.g. a stand-in for tests; the image is then not encoded at all.
+
+The settings live in :mod:`napari_mobilesam.everything_params`, the prompts
+(point grid, proposed boxes, batches) and the checks on the decoder's output
+in :mod:`napari_mobilesam.everything_prompts`; this module imports both, so
+``EverythingParams`` and ``point_grid`` can be imported from here as well.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -50,76 +54,25 @@ import torch
 
 from .embedding import ImageEmbedding
 from .errors import MobileSAMError
+from .everything_params import EverythingParams
+from .everything_prompts import (
+    _batches,
+    _box_prompts,
+    _check_boxes,
+    _check_decoded,
+    _default_proposer,
+    _point_prompts,
+    point_grid,
+)
 from .label_image import MASK_THRESHOLD, LowResFrame, paint_labels, remove_small_regions, tighten
 from .nms import masks_to_boxes, nms
 from .preprocessing import preprocess_shape, to_uint8_rgb
-from .prompts import LOW_RES_SHAPE, Prompts
+from .prompts import Prompts
 
 SAMPLERS = ("grid", "boxes")
 
 Decoder = Callable[[Prompts, bool], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class EverythingParams:
-    """Settings of :func:`segment_everything`; names and defaults are those of SAM's generator.
-
-    Attributes:
-        points_per_side: the grid sampler prompts ``points_per_side**2`` points.
-        points_per_batch: point prompts decoded together.
-        pred_iou_thresh: keep masks whose predicted IoU is above this.
-        stability_score_thresh: keep masks whose stability score is at least this.
-        stability_score_offset: the logit offset of the stability score (see :func:`stability_score`).
-        box_nms_thresh: masks whose boxes overlap a better mask's by more than this IoU are dropped.
-        min_mask_region_area: > 0: fill holes and remove islands smaller than this
-            many pixels in each mask, and drop labels left with fewer visible pixels.
-        boxes_per_batch: box prompts decoded together (``"boxes"`` sampler; MobileSAMv2
-            uses 320 on a GPU, the memory grows with it).
-    """
-
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    min_mask_region_area: int = 0
-    boxes_per_batch: int = 64
-
-    def __post_init__(self) -> None:
-        for name in ("points_per_side", "points_per_batch", "boxes_per_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise MobileSAMError(f"{name} must be a whole number >= 1, got {value!r}.")
-        if not isinstance(self.min_mask_region_area, (int, np.integer)) or self.min_mask_region_area < 0:
-            raise MobileSAMError(
-                f"min_mask_region_area must be a whole number >= 0, got {self.min_mask_region_area!r}."
-            )
-        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-                raise MobileSAMError(f"{name} must be a finite number, got {value!r}.")
-        if not 0.0 < self.box_nms_thresh <= 1.0:
-            raise MobileSAMError(f"box_nms_thresh must be in (0, 1], got {self.box_nms_thresh}.")
-
-    @classmethod
-    def from_kwargs(cls, **params) -> EverythingParams:
-        """Build from keyword arguments, with one clear error for a name SAM's generator does not use here."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise MobileSAMError(
-                f"Unknown setting(s) {', '.join(unknown)} for segment_everything; the settings are {', '.join(known)}."
-            )
-        return cls(**params)
-
-
-def point_grid(points_per_side: int) -> np.ndarray:
-    """``(n*n, 2)`` ``(x, y)`` in [0, 1]: the centres of an n x n grid of cells, row by row (SAM's grid)."""
-    centres = (np.arange(points_per_side) + 0.5) / points_per_side
-    xs, ys = np.meshgrid(centres, centres)
-    return np.stack([xs.ravel(), ys.ravel()], axis=1)
 
 
 def stability_score(logits: torch.Tensor, threshold: float, offset: float) -> torch.Tensor:
@@ -392,7 +345,7 @@ def segment_everything(
     return segmenter(image_or_embedding, image=image, contrast_limits=contrast_limits, progress=progress)
 
 
-# -- inputs and outputs of the decoding step ------------------------------------
+# -- the input, and the rows the filters keep -----------------------------------
 
 
 def _split_input(image_or_embedding, image) -> tuple[ImageEmbedding | None, np.ndarray | None]:
@@ -419,59 +372,8 @@ def _split_input(image_or_embedding, image) -> tuple[ImageEmbedding | None, np.n
     return None, image
 
 
-_DEFAULT_PROPOSER = None
-
-
-def _default_proposer():
-    """The built-in proposer, one per process, remembering the boxes of slices it has seen."""
-    global _DEFAULT_PROPOSER
-    if _DEFAULT_PROPOSER is None:
-        from .proposals import ForegroundBoxProposer, RememberingProposer
-
-        _DEFAULT_PROPOSER = RememberingProposer(ForegroundBoxProposer())
-    return _DEFAULT_PROPOSER
-
-
 def _keep(keep: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The rows of ``tensors`` where ``keep`` is true (no copy when all are kept)."""
     if bool(keep.all()):
         return tensors
     return tuple(tensor[keep] for tensor in tensors)
-
-
-def _batches(values: np.ndarray, size: int) -> list[np.ndarray]:
-    return [values[start : start + size] for start in range(0, len(values), size)]
-
-
-def _point_prompts(coords: np.ndarray) -> Prompts:
-    count = len(coords)
-    return Prompts(coords[:, None, :], np.ones((count, 1), dtype=np.int64), None, None, batched=True)
-
-
-def _box_prompts(boxes: np.ndarray) -> Prompts:
-    return Prompts(None, None, boxes, None, batched=True)
-
-
-def _check_boxes(boxes, original_size: tuple[int, int]) -> np.ndarray:
-    try:
-        boxes = np.asarray(boxes, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise MobileSAMError("The proposer must return an (N, 4) array of (x0, y0, x1, y1) boxes.") from None
-    if boxes.size == 0:
-        return np.zeros((0, 4))
-    if boxes.ndim != 2 or boxes.shape[1] != 4 or not np.isfinite(boxes).all():
-        raise MobileSAMError(f"The proposer must return finite (N, 4) (x0, y0, x1, y1) boxes, got shape {boxes.shape}.")
-    height, width = original_size
-    boxes = np.clip(boxes, 0.0, [width, height, width, height])
-    return boxes[(boxes[:, 2] >= boxes[:, 0]) & (boxes[:, 3] >= boxes[:, 1])]
-
-
-def _check_decoded(decoded, count: int, multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    low_res, iou = (torch.as_tensor(value) for value in decoded)
-    channels = 3 if multimask else 1
-    if low_res.shape != (count, channels, *LOW_RES_SHAPE) or iou.shape != (count, channels):
-        raise MobileSAMError(
-            f"The decoder returned logits {tuple(low_res.shape)} and IoU {tuple(iou.shape)}; expected "
-            f"({count}, {channels}, 256, 256) and ({count}, {channels}) for {count} prompts."
-        )
-    return low_res, iou
