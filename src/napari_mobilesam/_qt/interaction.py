@@ -1,141 +1,30 @@
-"""The interactive loop: the plane on screen -> its embedding -> the prompts on it -> preview -> accept.
+"""The interactive loop: the prompts on the plane shown -> decoding -> preview.
 
-A mixin of :class:`~napari_mobilesam._qt.widget.MobileSAMWidget`. Encoding and
-decoding run in workers; their results are used only while they still match
-the plane and prompts on screen.
+A mixin of :class:`~napari_mobilesam._qt.widget.MobileSAMWidget`; the plane and
+its embedding come from :class:`~napari_mobilesam._qt.plane_tracking.PlaneTracking`,
+accepting the preview is :class:`~napari_mobilesam._qt.accepting.Accepting`.
+Decoding runs in workers; its results are used only while they still match the
+plane and prompts on screen.
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
-from napari.utils.notifications import show_info, show_warning
+from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
-from .. import slicing
 from ..errors import MobileSAMError
-from . import labels_output, preview, prompt_layers
+from . import preview, prompt_layers
 from .decoder import DecodeJob, run_job
 from .decoding import Decoded
-from .encoder import Encoded, encode_plane
-from .layer_plane import LayerPlane, current_plane
+from .layer_plane import LayerPlane
 from .notify import report
 from .prompt_objects import objects_from_prompts
 from .prompt_reading import boxes_on_plane, points_on_plane, prompt_signature
 
-USER_IDLE_SECONDS = 0.5
-
 
 class Interaction:
-    """Encoding, prompting, previewing and accepting; state lives on the widget."""
-
-    # -- the plane on screen -------------------------------------------------------
-
-    def _current_plane_or_warn(self) -> LayerPlane | None:
-        if not self._require_image():
-            return None
-        self._view_timer.stop()
-        self._update_plane()
-        if self._plane is None:
-            show_warning(f"MobileSAM: {self._plane_text}")
-        return self._plane
-
-    @property
-    def plane(self) -> LayerPlane | None:
-        """The plane being segmented (layer, steps per axis, multiscale level), or None."""
-        return self._plane
-
-    def _on_view_event(self, event=None) -> None:
-        self._touch()
-        self._view_timer.start()
-
-    def _update_plane(self) -> None:
-        if self._image is None:
-            return
-        try:
-            plane = current_plane(self.viewer, self._image)
-        except MobileSAMError as error:
-            self._plane = None
-            self.encoder.request(None)
-            self._plane_text = str(error)
-            self._set_status()
-            return
-        if self._plane is not None and plane.key == self._plane.key:
-            return
-        self._plane = plane
-        self._result = None
-        self._requested_signature = None
-        self._generation += 1
-        self.decoder.cancel_waiting()
-        self.prefetcher.stop()
-        self._prefetch_timer.stop()
-        self._show_preview(None)
-        if self._encoded is not None and self._encoded.plane.key != plane.key:
-            self._encoded = None
-        if self._encoded is None:
-            self._plane_text = f"{plane.describe()}: waiting to encode"
-            self.encoder.request(plane)
-        self._set_status()
-        self._schedule_predict()
-
-    # -- encoding ----------------------------------------------------------------
-
-    def _on_encode_start(self, plane: LayerPlane) -> None:
-        self._plane_text = f"{plane.describe()}: encoding…"
-        self._set_status()
-
-    def _on_encoded(self, result: Encoded) -> None:
-        self._encoded = result
-        what = {"memory": "cache hit (memory)", "disk": "cache hit (disk)", "computed": "cache miss, encoded"}
-        self._plane_text = f"{result.plane.describe()}: {what[result.source]} in {result.seconds * 1000:.0f} ms"
-        self._update_cache_text(result.cache_text)
-        self._set_status()
-        self._schedule_predict(touch=False)
-        if self.prefetch:
-            self._prefetch_timer.start()
-
-    def _on_encode_error(self, error: Exception) -> None:
-        self._plane_text = "not encoded (see the notification)"
-        self._set_status()
-        report(error, "encoding")
-
-    def encode(self) -> str | None:
-        """Encode the plane shown now, waiting for it (scripts). Returns the source: "memory", "disk" or "computed"."""
-        plane = self._current_plane_or_warn()
-        if plane is None:
-            return None
-        result = self._encode_now(plane)
-        return None if result is None else result.source
-
-    def _encode_now(self, plane: LayerPlane) -> Encoded | None:
-        if self._encoded is not None and self._encoded.plane.key == plane.key:
-            return self._encoded
-        try:
-            result = encode_plane(self._session(), plane)
-        except Exception as error:
-            report(error, "encoding")
-            return None
-        self._on_encoded(result)
-        return result
-
-    def _start_prefetch(self) -> None:
-        plane = self._plane
-        if not self.prefetch or plane is None or self._encoded is None:
-            return
-        steps = slicing.neighbour_steps(plane.steps, plane.full_shape)
-        self.prefetcher.start([plane.at(s) for s in steps])
-
-    def _on_prefetched(self, result: Encoded) -> None:
-        self._update_cache_text(result.cache_text)
-
-    def _user_is_busy(self) -> bool:
-        # Read from the prefetch thread: plain attribute reads only.
-        recent = time.monotonic() - self._last_action < USER_IDLE_SECONDS
-        return recent or self.encoder.busy or self.decoder.busy
-
-    def _touch(self) -> None:
-        self._last_action = time.monotonic()
+    """Prompting, decoding and previewing; state lives on the widget."""
 
     # -- prompts -------------------------------------------------------------------
 
@@ -364,71 +253,3 @@ class Interaction:
         if active is not None and active in self.viewer.layers:
             self.viewer.layers.selection.active = active
         return layer
-
-    # -- output ----------------------------------------------------------------------
-
-    def accept(self) -> list[int]:
-        """Write the preview into the output Labels layer on the plane shown (key ``Enter``).
-
-        Each object gets a new id (max + 1, ...); without :attr:`overwrite` only
-        background is painted. One undo step (Ctrl+Z). The prompts on the plane
-        are cleared. Returns the new ids.
-        """
-        plane = self._current_plane_or_warn()
-        if plane is None:
-            return []
-        masks = self.segment()
-        if masks is None:
-            show_info("MobileSAM: nothing to accept; click on an object or draw a box first.")
-            return []
-        labels = self._output_labels()
-        if labels is None:
-            return []
-        ids = labels_output.write_masks(labels, masks, plane, self.overwrite)
-        self.clear_prompts()
-        self._plane_text = f"{plane.describe()}: accepted {_ids_text(ids)} into {labels.name!r}"
-        self._set_status()
-        if not ids:
-            show_info("MobileSAM: the mask covers only existing labels; nothing painted (tick 'Overwrite').")
-        return ids
-
-    def _output_labels(self):
-        labels = self.labels_layer
-        if labels is not None:
-            try:
-                labels_output.check_labels_fit(labels, self._image)
-            except MobileSAMError as error:
-                show_warning(str(error))
-                return None
-            return labels
-        labels = labels_output.new_labels_layer(self._image)
-        active = self.viewer.layers.selection.active
-        index = min(
-            (
-                self.viewer.layers.index(lay)
-                for lay in (self._preview_layer, self._points, self._boxes)
-                if lay is not None and lay in self.viewer.layers
-            ),
-            default=len(self.viewer.layers),
-        )
-        self.viewer.layers.insert(index, labels)
-        self.set_labels_layer(labels)
-        if active is not None and active in self.viewer.layers:
-            self.viewer.layers.selection.active = active
-        return labels
-
-    def undo(self) -> None:
-        """Undo the last change of the output Labels layer (Ctrl+Z), e.g. an accept."""
-        if self.labels_layer is not None:
-            self.labels_layer.undo()
-
-    def redo(self) -> None:
-        """Redo what :meth:`undo` undid (Ctrl+Shift+Z)."""
-        if self.labels_layer is not None:
-            self.labels_layer.redo()
-
-
-def _ids_text(ids: list[int]) -> str:
-    if not ids:
-        return "nothing"
-    return f"label {ids[0]}" if len(ids) == 1 else f"labels {ids[0]}–{ids[-1]}"

@@ -19,6 +19,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication, QLabel, QVBoxLayout, QWidget
 
 from . import prompt_layers
+from .accepting import Accepting
 from .decoder import DecodeJob, PromptDecoder
 from .decoding import Decoded
 from .encoder import Encoded, PlaneEncoder
@@ -26,6 +27,7 @@ from .everything_section import EverythingSection
 from .interaction import Interaction
 from .layer_plane import LayerPlane
 from .layer_wiring import LayerWiring
+from .plane_tracking import PlaneTracking
 from .prefetch import Prefetcher
 from .sections import CacheSection, LayersSection, PromptSection
 from .session import shared_session
@@ -36,7 +38,7 @@ CONTRAST_DEBOUNCE_MS = 300  # dragging the contrast slider: encode once it rests
 PREFETCH_IDLE_MS = 500
 
 
-class MobileSAMWidget(LayerWiring, Interaction, QWidget):
+class MobileSAMWidget(LayerWiring, PlaneTracking, Interaction, Accepting, QWidget):
     """Interactive MobileSAM segmentation of the plane shown in the viewer.
 
     Public methods (for napari's console and scripts); coordinates are world

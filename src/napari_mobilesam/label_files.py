@@ -1,0 +1,169 @@
+"""Writing the labels: a TIFF (``.tif``/``.tiff``) or a zarr array (``.zarr``, one chunk per 2D slice).
+
+Outputs are built under a temporary name (``.tmp-...``) in the same folder
+and renamed into place only when complete, so an interrupted run never leaves
+a half-written output, and an existing output it replaces stays whole until
+then. :func:`check_output` runs before any work starts, so a wrong name or
+folder fails at once rather than after hours of segmentation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MobileSAMError
+from .image_input import TIFF_SUFFIXES, ZARR_SUFFIX
+
+TMP_PREFIX = ".tmp-"
+
+
+def output_format(path: str | os.PathLike) -> str:
+    """``"tiff"`` or ``"zarr"``, from the file name."""
+    suffix = Path(path).suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix == ZARR_SUFFIX:
+        return "zarr"
+    raise MobileSAMError(f"Cannot write labels to {path}: name the output .tif, .tiff or .zarr.")
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False, input_path: str | os.PathLike | None = None) -> Path:
+    """The absolute output path, after checking it can be written (before any work starts)."""
+    path = Path(path).expanduser().absolute()
+    output_format(path)
+    if input_path is not None and path == Path(input_path).expanduser().absolute():
+        raise MobileSAMError(f"The output {path} is the input; choose another name for the labels.")
+    if path.exists() and not overwrite:
+        raise MobileSAMError(f"{path} already exists; pass --overwrite to replace it, or choose another name.")
+    if not path.parent.is_dir():
+        raise MobileSAMError(f"Cannot write {path}: the folder {path.parent} does not exist.")
+    if not os.access(path.parent, os.W_OK):
+        raise MobileSAMError(f"Cannot write {path}: no permission to write in {path.parent}.")
+    return path
+
+
+def write_labels(
+    path: str | os.PathLike,
+    planes: Iterable[np.ndarray],
+    shape: tuple[int, ...],
+    *,
+    overwrite: bool = False,
+    attributes: dict | None = None,
+) -> Path:
+    """Write ``int32`` labels of ``shape`` from its 2D ``planes`` in C order; atomically.
+
+    The file (TIFF) or folder (zarr, one chunk per plane) is built under a
+    temporary name next to ``path`` and renamed into place only once every
+    plane is written; on any error or interruption the temporary is deleted
+    and ``path`` is untouched.
+
+    Example:
+
+    >>> planes = [np.full((4, 4), z, np.int32) for z in range(3)]
+    >>> write_labels(tmp / "labels.zarr", planes, (3, 4, 4)).name
+    'labels.zarr'
+    """
+    path = check_output(path, overwrite=overwrite)
+    kind = output_format(path)
+    temporary = temporary_path(path)
+    try:
+        if kind == "tiff":
+            _write_tiff(temporary, planes, shape, attributes)
+        else:
+            _write_zarr(temporary, planes, shape, attributes)
+        _replace(temporary, path)
+    except OSError as error:
+        raise MobileSAMError(f"Could not write {path} ({error.strerror or error}).") from None
+    finally:
+        remove_path(temporary)
+    return path
+
+
+def _checked_planes(planes: Iterable[np.ndarray], shape: tuple[int, ...]):
+    count = int(np.prod(shape[:-2], dtype=np.int64))
+    written = 0
+    for plane in planes:
+        plane = np.asarray(plane)
+        if plane.shape != tuple(shape[-2:]):
+            raise ValueError(f"plane of shape {plane.shape} does not fit labels of shape {shape}")
+        written += 1
+        yield plane.astype(np.int32, copy=False)
+    if written != count:
+        raise ValueError(f"{written} planes for labels of shape {shape} ({count} expected)")
+
+
+def _write_tiff(path: Path, planes, shape, attributes) -> None:
+    import tifffile
+
+    metadata = {"axes": "YX" if len(shape) == 2 else "Q" * (len(shape) - 3) + "ZYX"}
+    if attributes:
+        metadata["napari_mobilesam"] = json.dumps(attributes)
+    size = int(np.prod(shape, dtype=np.int64)) * 4
+    tifffile.imwrite(
+        path,
+        _checked_planes(planes, shape),
+        shape=shape,
+        dtype=np.int32,
+        photometric="minisblack",
+        compression="zlib",
+        bigtiff=size > 2**31,
+        metadata=metadata,
+    )
+
+
+def _write_zarr(path: Path, planes, shape, attributes) -> None:
+    import zarr
+
+    chunks = (1,) * (len(shape) - 2) + tuple(shape[-2:])
+    array = zarr.create_array(
+        str(path), shape=shape, chunks=chunks, dtype="int32", fill_value=0, attributes=attributes or {}
+    )
+    for flat, plane in enumerate(_checked_planes(planes, shape)):
+        array[np.unravel_index(flat, shape[:-2]) if len(shape) > 2 else ...] = plane
+
+
+def _replace(temporary: Path, path: Path) -> None:
+    """Move ``temporary`` to ``path``; an existing output is moved aside first and deleted after."""
+    if path.exists() and (path.is_dir() or temporary.is_dir()):
+        old = path.with_name(f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{path.name}")
+        os.rename(path, old)
+        try:
+            os.rename(temporary, path)
+        except OSError:
+            os.rename(old, path)
+            raise
+        remove_path(old)
+    else:
+        os.replace(temporary, path)
+
+
+def temporary_path(path: Path) -> Path:
+    """A fresh name next to ``path`` to build it under (``.tmp-<random>-<name>``) before renaming it into place."""
+    return path.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{path.name}")
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file or folder if it is there (a link is removed, not followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Labels written by :func:`write_labels` (TIFF or zarr) as a numpy array."""
+    path = Path(path)
+    if output_format(path) == "tiff":
+        import tifffile
+
+        return tifffile.imread(path)
+    import zarr
+
+    return zarr.open_array(str(path), mode="r")[...]
