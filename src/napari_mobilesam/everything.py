@@ -31,7 +31,7 @@ Differences to SAM's generator, all for speed: the stability score and the
 NMS boxes are computed on the 256x256 logits instead of full-size ones, and
 boxes have exclusive ends (see :mod:`napari_mobilesam.nms`). The predicted IoU
 comes before the masks in the decoder, so a prompt whose masks all fail
-``pred_iou_thresh`` skips the mask head (about a third of its decoding).
+``pred_iou_thresh`` skips the mask head (about half of its decoding).
 
 The decoding step is a parameter: ``decoder`` takes any callable with the
 contract of :meth:`Predictor.decode_low_res <napari_mobilesam.predictor.Predictor.decode_low_res>`,

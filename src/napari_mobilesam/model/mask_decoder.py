@@ -86,9 +86,10 @@ class MaskDecoder(nn.Module):
         """Masks ``(B, M, 256, 256)`` and IoU ``(B, M)`` for ``(B, N, C)`` sparse prompts.
 
         ``min_iou``: a prompt whose masks all have a predicted IoU of at most
-        this is not upscaled (about a third of its cost); its masks come back
-        as ``-inf`` logits (empty). For callers that drop such masks anyway,
-        like SAM's automatic mask generator with ``pred_iou_thresh``.
+        this skips its mask tokens and the upscaling head (about half its
+        cost); its masks come back as ``-inf`` logits (empty). For callers
+        that drop such masks anyway, like SAM's automatic mask generator with
+        ``pred_iou_thresh``.
 
         Large batches run in chunks of ``decode_chunk`` prompts: each prompt
         carries several 4-8 MB activations, and a few prompts' worth stays in
