@@ -29,8 +29,20 @@ WORKER = ROOT / "benchmarks" / "engine_worker.py"
 
 
 def run_worker(python: str, impl: str, weights: Path, threads: int, repeats: int, embedding_out: Path) -> dict:
-    cmd = [python, str(WORKER), "--impl", impl, "--weights", str(weights), "--threads", str(threads),
-           "--repeats", str(repeats), "--embedding-out", str(embedding_out)]
+    cmd = [
+        python,
+        str(WORKER),
+        "--impl",
+        impl,
+        "--weights",
+        str(weights),
+        "--threads",
+        str(threads),
+        "--repeats",
+        str(repeats),
+        "--embedding-out",
+        str(embedding_out),
+    ]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -60,8 +72,11 @@ def main() -> None:
                 versions[impl] = result["torch"]
                 for key in ("encoder_s", "click_s"):
                     results[impl][key] += result[key]
-                print(f"round {round_index + 1} {impl:8s} encoder {statistics.median(result['encoder_s']) * 1e3:7.1f} ms"
-                      f"  click {statistics.median(result['click_s']) * 1e3:6.1f} ms", flush=True)
+                print(
+                    f"round {round_index + 1} {impl:8s} encoder {statistics.median(result['encoder_s']) * 1e3:7.1f} ms"
+                    f"  click {statistics.median(result['click_s']) * 1e3:6.1f} ms",
+                    flush=True,
+                )
         diff = float(np.abs(np.load(Path(tmp) / "ours.npy") - np.load(Path(tmp) / "official.npy")).max())
 
     print(f"\nthreads={args.threads}, torch ours {versions['ours']}, official {versions['official']}")
@@ -69,8 +84,10 @@ def main() -> None:
     for key, label in (("encoder_s", "encoder, 1024x1024 input"), ("click_s", "one click, 3 masks at 512x512")):
         ours = statistics.median(results["ours"][key])
         official = statistics.median(results["official"][key])
-        print(f"{label:32s} official {official * 1e3:8.1f} ms   ours {ours * 1e3:8.1f} ms   "
-              f"speed-up {official / ours:5.2f}x")
+        print(
+            f"{label:32s} official {official * 1e3:8.1f} ms   ours {ours * 1e3:8.1f} ms   "
+            f"speed-up {official / ours:5.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,9 @@ def run(env_value: str | None) -> str:
     env.pop("NAPARI_MOBILESAM_MALLOC_TUNING", None)
     if env_value is not None:
         env["NAPARI_MOBILESAM_MALLOC_TUNING"] = env_value
-    return subprocess.run([sys.executable, "-c", CODE], env=env, capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        [sys.executable, "-c", CODE], env=env, capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")

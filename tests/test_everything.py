@@ -381,7 +381,9 @@ def test_recipe_grid_skipping_failing_masks_changes_nothing(recipe_model, nuclei
     predictor = Predictor(recipe_model)
     predictor.set_embedding(embedding)
     grid = point_grid(8) * 512
-    _, iou = predictor.decode_low_res(check_prompts(grid[:, None], np.ones((len(grid), 1), dtype=int), None, None, (512, 512)))
+    _, iou = predictor.decode_low_res(
+        check_prompts(grid[:, None], np.ones((len(grid), 1), dtype=int), None, None, (512, 512))
+    )
     threshold = float(iou.flatten().quantile(0.7))  # some prompts pass, most are skipped
     params = dict(points_per_side=8, pred_iou_thresh=threshold, stability_score_thresh=0.0)
     skipping = EverythingSegmenter(predictor=predictor, **params)(embedding)

@@ -76,7 +76,9 @@ def test_decoding_leaves_the_shared_image_context_untouched(ready):
     context = ready._image_context()
     saved = [t.clone() for t in vars(context).values()]
     for count in (1, 3, 9):  # one prompt, one chunk, several chunks
-        batch = check_prompts(np.tile([[[120.0, 80.0]]], (count, 1, 1)), np.ones((count, 1), int), None, None, (512, 512))
+        batch = check_prompts(
+            np.tile([[[120.0, 80.0]]], (count, 1, 1)), np.ones((count, 1), int), None, None, (512, 512)
+        )
         again, _ = ready.decode_low_res(batch, True)
         torch.testing.assert_close(again, first.expand_as(again), atol=1e-4, rtol=0)
     for before, after in zip(saved, vars(context).values(), strict=True):
@@ -94,7 +96,9 @@ def test_batched_points_with_boxes(ready):
 def test_mask_input_refines(ready):
     _, iou, low_res = ready.predict(point_coords=[[200.0, 300.0]], point_labels=[1])
     best = low_res[np.argmax(iou)][None]
-    masks, _, _ = ready.predict(point_coords=[[200.0, 300.0]], point_labels=[1], mask_input=best, multimask_output=False)
+    masks, _, _ = ready.predict(
+        point_coords=[[200.0, 300.0]], point_labels=[1], mask_input=best, multimask_output=False
+    )
     assert masks.shape == (1, 512, 512)
     masks, _, _ = ready.predict(mask_input=best, multimask_output=False)  # a mask alone is a prompt
     assert masks.shape == (1, 512, 512)

@@ -45,7 +45,9 @@ def test_contrast_limits_map_what_the_user_sees():
     np.testing.assert_array_equal(out[..., 0], out[..., 2])
 
 
-@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.int16, np.int32, np.int64, np.uint32, np.float16, np.float32, np.float64]
+)
 def test_numeric_dtypes(dtype):
     image = (np.arange(64).reshape(8, 8) - 20).astype(dtype)
     out = to_uint8_rgb(image)

@@ -62,7 +62,8 @@ HAVE_DISPLAY = _start_xvfb()
 
 # In CI the GUI tests must run: .ci/run installs xvfb, and a missing display fails loudly there.
 needs_display = pytest.mark.skipif(
-    not HAVE_DISPLAY and not os.environ.get("CI"), reason="napari needs OpenGL, here through an X server: install xvfb (apt-get install xvfb)"
+    not HAVE_DISPLAY and not os.environ.get("CI"),
+    reason="napari needs OpenGL, here through an X server: install xvfb (apt-get install xvfb)",
 )
 
 

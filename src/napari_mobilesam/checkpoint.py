@@ -21,6 +21,7 @@ _EFFICIENT_SAM_BY_WIDTH = {192: "EfficientSAM-Ti", 384: "EfficientSAM-S"}
 _SAM2_PREFIXES = ("image_encoder.trunk.", "sam_mask_decoder.", "sam_prompt_encoder.", "memory_encoder.")
 _EFFICIENT_SAM_PREFIXES = ("prompt_encoder.invalid_points.", "mask_decoder.final_output_upscaling_layers.")
 
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a ``{key: tensor}`` dict on the CPU.
 

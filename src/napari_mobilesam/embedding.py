@@ -76,7 +76,9 @@ class ImageEmbedding:
         except MobileSAMError:
             raise
         except Exception as exc:
-            raise MobileSAMError(f"Cannot read an image embedding from {path}: {exc}. Delete it and encode again.") from exc
+            raise MobileSAMError(
+                f"Cannot read an image embedding from {path}: {exc}. Delete it and encode again."
+            ) from exc
 
 
 def _size_pair(value, name: str) -> tuple[int, int]:

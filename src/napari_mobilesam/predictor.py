@@ -158,7 +158,9 @@ class Predictor:
         with torch.inference_mode():
             sparse, dense = self.model.prompt_encoder(points, boxes, masks)
             # Without a mask prompt the image side is the same for every prompt: prepared once.
-            context = self._image_context() if masks is None else decoder.prepare(self.features, self._image_pe(), dense)
+            context = (
+                self._image_context() if masks is None else decoder.prepare(self.features, self._image_pe(), dense)
+            )
             return decoder.decode(context, sparse, multimask_output, min_iou=min_iou)
 
     def _image_pe(self) -> torch.Tensor:

@@ -62,9 +62,13 @@ def _group(points, labels, boxes, leading: tuple[int, ...]) -> dict[tuple[int, .
         points = np.asarray(points, dtype=np.float64).reshape(-1, lead + 2)
         if not np.isfinite(points).all():
             raise MobileSAMError("points contain NaN or infinite values.")
-        polarity = np.ones(len(points), dtype=np.int64) if labels is None else np.asarray(labels).astype(np.int64).ravel()
+        polarity = (
+            np.ones(len(points), dtype=np.int64) if labels is None else np.asarray(labels).astype(np.int64).ravel()
+        )
         if len(polarity) != len(points):
-            raise MobileSAMError(f"Got {len(points)} points but {len(polarity)} labels; give one label (1 or 0) per point.")
+            raise MobileSAMError(
+                f"Got {len(points)} points but {len(polarity)} labels; give one label (1 or 0) per point."
+            )
         for row, label in zip(points, polarity, strict=True):
             objects = groups.setdefault(_slice_of(row[:lead], leading, "point"), _SliceObjects())
             y, x = row[lead:]

@@ -88,7 +88,9 @@ def _check_boxes(box):
     elif boxes.ndim == 2 and boxes.shape[1] == 4:
         batched = True
     else:
-        raise MobileSAMError(f"box must have shape (4,) as (x0, y0, x1, y1), or (N, 4) for N objects; got {boxes.shape}.")
+        raise MobileSAMError(
+            f"box must have shape (4,) as (x0, y0, x1, y1), or (N, 4) for N objects; got {boxes.shape}."
+        )
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bad.any():
         raise MobileSAMError(

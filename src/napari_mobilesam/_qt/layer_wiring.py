@@ -85,7 +85,9 @@ class LayerWiring:
     def _watch_image(self, layer, connect: bool) -> None:
         events = layer.events
         pairs = [(events.contrast_limits, self._on_contrast_limits), (events.data, self._on_image_data)]
-        pairs += [(getattr(events, name), self._on_view_event) for name in ("scale", "translate", "rotate", "shear", "affine")]
+        pairs += [
+            (getattr(events, name), self._on_view_event) for name in ("scale", "translate", "rotate", "shear", "affine")
+        ]
         for emitter, callback in pairs:
             emitter.connect(callback) if connect else emitter.disconnect(callback)
 

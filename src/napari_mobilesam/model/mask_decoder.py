@@ -33,7 +33,9 @@ def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, 
 class MaskDecoder(nn.Module):
     """Predicts 1 + ``num_multimask_outputs`` masks (256x256 logits) and their IoU."""
 
-    def __init__(self, transformer_dim=256, transformer=None, num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256):
+    def __init__(
+        self, transformer_dim=256, transformer=None, num_multimask_outputs=3, iou_head_depth=3, iou_head_hidden_dim=256
+    ):
         super().__init__()
         self.transformer_dim = transformer_dim
         self.transformer = transformer if transformer is not None else TwoWayTransformer()

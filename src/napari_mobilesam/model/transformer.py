@@ -65,7 +65,9 @@ class Attention(nn.Module):
         """A ``(internal, C)`` projection weight as ``(heads, head_dim, C)``."""
         return weight.view(self.num_heads, -1, weight.shape[-1])
 
-    def tokens_to_image(self, tokens: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor) -> torch.Tensor:
+    def tokens_to_image(
+        self, tokens: torch.Tensor, image_keys: torch.Tensor, image_values: torch.Tensor
+    ) -> torch.Tensor:
         """Tokens ``(B, T, C)`` attend to image tokens (keys ``(Bi, N, C)``, values ``(Bi, N, C)``), unprojected.
 
         Equals ``self(tokens, image_keys, image_values)``; see the module doc.
@@ -111,7 +113,9 @@ class Attention(nn.Module):
         else:
             lifted = torch.einsum("bthd,hdc->bhtc", k, self._heads(self.q_proj.weight))
             scores = torch.matmul(image_queries, lifted.reshape(b, heads * t, -1).transpose(1, 2))
-            scores = scores.view(b, n, heads, t) + torch.einsum("bthd,hd->bht", k, self.q_proj.bias.view(heads, -1))[:, None]
+            scores = (
+                scores.view(b, n, heads, t) + torch.einsum("bthd,hd->bht", k, self.q_proj.bias.view(heads, -1))[:, None]
+            )
         weights = _softmax_few_(scores.mul_(scale)).reshape(b, n, heads * t)
         # out_proj folded into the values: U[h, t] = W_out[:, h] v[h, t]. Each head's
         # weights sum to 1, all H heads' to H: the output bias enters as bias / H per value.
