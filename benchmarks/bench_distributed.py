@@ -78,10 +78,9 @@ def main() -> None:
         weights = args.weights
         if weights is None:
             sys.path.insert(0, str(ROOT / "tests"))
-            from recipe import recipe_state_dict
+            from recipe import save_recipe_weights
 
-            weights = tmp / "recipe_seed0.pt"
-            torch.save(recipe_state_dict(0), weights)
+            weights = save_recipe_weights(tmp)
         count = max(1, args.slices * args.size * args.size // 40_000)
         stack, _ = synthetic_nuclei((args.slices, args.size, args.size), n_nuclei=count)
         import tifffile

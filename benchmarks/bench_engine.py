@@ -57,15 +57,13 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests"))
-    import torch
 
-    from recipe import recipe_state_dict
+    from recipe import save_recipe_weights
 
     results = {"ours": {"encoder_s": [], "click_s": []}, "official": {"encoder_s": [], "click_s": []}}
     versions = {}
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "recipe_seed0.pt"
-        torch.save(recipe_state_dict(0), weights)
+        weights = save_recipe_weights(tmp)
         for round_index in range(args.rounds):
             for impl, python in (("official", args.official_python), ("ours", sys.executable)):
                 result = run_worker(python, impl, weights, args.threads, args.repeats, Path(tmp) / f"{impl}.npy")

@@ -52,13 +52,11 @@ def main() -> None:
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests"))
-    import torch
 
-    from recipe import recipe_state_dict
+    from recipe import save_recipe_weights
 
     with tempfile.TemporaryDirectory() as tmp:
-        weights = Path(tmp) / "recipe_seed0.pt"
-        torch.save(recipe_state_dict(0), weights)
+        weights = save_recipe_weights(tmp)
         official = [
             run(args.official_python, "official", "grid", weights, args.threads) for _ in range(args.official_runs)
         ]

@@ -119,14 +119,12 @@ def main() -> None:
     from napari_mobilesam.cache import EmbeddingCache
     from napari_mobilesam.preprocessing import to_uint8_rgb
     from napari_mobilesam.proposals import ForegroundBoxProposer
-    from recipe import recipe_state_dict
+    from recipe import save_recipe_weights
 
     torch.set_num_threads(args.threads)
     stack = make_stack(args.source, args.slices, args.size)
     with tempfile.TemporaryDirectory() as folder:  # loaded as users load weights (engine settings included)
-        weights = Path(folder) / "recipe_seed0.pt"
-        torch.save(recipe_state_dict(0), weights)
-        model = load_model(weights, device="cpu")
+        model = load_model(save_recipe_weights(folder), device="cpu")
     boxes = [len(ForegroundBoxProposer()(to_uint8_rgb(plane))) for plane in stack]
 
     runs = {}

@@ -30,15 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def recipe_model():
     """The recipe test weights, loaded as users load weights (engine settings included)."""
-    import torch
 
     from napari_mobilesam import load_model
-    from recipe import recipe_state_dict
+    from recipe import save_recipe_weights
 
     with tempfile.TemporaryDirectory() as folder:
-        weights = Path(folder) / "recipe_seed0.pt"
-        torch.save(recipe_state_dict(0), weights)
-        return load_model(weights, device="cpu")
+        return load_model(save_recipe_weights(folder), device="cpu")
 
 
 def wait_until(app, condition, timeout=60.0):

@@ -57,3 +57,12 @@ def recipe_state_dict(seed: int = 0) -> dict:
             values = rng.normal(0.0, 1.0 / np.sqrt(fan_in), shape)
         state[key] = torch.from_numpy(np.asarray(values, dtype=np.float64).astype(np.float32))
     return state
+
+
+def save_recipe_weights(folder, seed: int = 0) -> Path:
+    """Write the recipe state dict as ``folder/recipe_seed<seed>.pt`` (a checkpoint file, as users have)."""
+    import torch
+
+    path = Path(folder) / f"recipe_seed{seed}.pt"
+    torch.save(recipe_state_dict(seed), path)
+    return path

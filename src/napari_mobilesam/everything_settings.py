@@ -10,22 +10,24 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from .everything_params import EverythingParams
+
 
 @dataclass(frozen=True)
 class EverythingSettings:
     """The sampler and main parameters of :func:`~napari_mobilesam.segment_everything`.
 
-    Names and defaults are those of :class:`~napari_mobilesam.everything.EverythingParams`
+    Names and defaults are those of :class:`~napari_mobilesam.everything.EverythingParams` (taken from it)
     (SAM's automatic mask generator); the other parameters keep their defaults.
     Values are checked when a run starts.
     """
 
     sampler: str = "grid"
-    points_per_side: int = 32
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    box_nms_thresh: float = 0.7
-    min_mask_region_area: int = 0
+    points_per_side: int = EverythingParams.points_per_side
+    pred_iou_thresh: float = EverythingParams.pred_iou_thresh
+    stability_score_thresh: float = EverythingParams.stability_score_thresh
+    box_nms_thresh: float = EverythingParams.box_nms_thresh
+    min_mask_region_area: int = EverythingParams.min_mask_region_area
 
     def params(self) -> dict:
         """The keyword arguments for ``segment_everything`` / ``iter_segment_stack`` besides ``sampler``."""
