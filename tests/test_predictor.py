@@ -85,6 +85,28 @@ def test_decoding_leaves_the_shared_image_context_untouched(ready):
         assert torch.equal(before, after)
 
 
+def test_mask_prompts_add_their_low_rank_part_to_the_bare_image_context(ready):
+    """Mask prompts reuse the bare image's projections (prepare_with_masks) instead of projecting again."""
+    model = ready.model
+    masks = torch.from_numpy(np.random.default_rng(3).normal(0, 4, (3, 1, 256, 256)).astype(np.float32))
+    with torch.inference_mode():
+        dense = model.prompt_encoder.mask_downscaling(masks)
+        direct = model.mask_decoder.prepare(ready.features, ready._image_pe(), dense)
+        low_rank = model.mask_decoder.prepare_with_masks(
+            ready._image_context(bare=True), model.prompt_encoder.mask_downscaling, masks
+        )
+    for name, expected in vars(direct).items():
+        actual = getattr(low_rank, name)
+        assert actual.shape[1:] == expected.shape[1:], name
+        torch.testing.assert_close(actual.expand_as(expected), expected, atol=2e-5, rtol=1e-5)
+    # Masks alone, batched: one image side per mask, the same as decoding them one by one.
+    together, iou, _ = ready.predict(mask_input=masks.numpy(), multimask_output=False, return_logits=True)
+    assert together.shape == (3, 1, 512, 512) and iou.shape == (3, 1)
+    for index in range(3):
+        alone, _, _ = ready.predict(mask_input=masks[index].numpy(), multimask_output=False, return_logits=True)
+        np.testing.assert_allclose(together[index], alone, atol=1e-4)
+
+
 def test_batched_points_with_boxes(ready):
     points = np.array([[[50.0, 60.0]], [[230.0, 250.0]]])
     labels = np.array([[1], [0]])

@@ -156,11 +156,15 @@ class Predictor:
             masks = torch.as_tensor(prompts.mask_input, dtype=torch.float32, device=device)
         decoder = self.model.mask_decoder
         with torch.inference_mode():
-            sparse, dense = self.model.prompt_encoder(points, boxes, masks)
+            sparse = self.model.prompt_encoder.embed_sparse(points, boxes, masks)
             # Without a mask prompt the image side is the same for every prompt: prepared once.
-            context = (
-                self._image_context() if masks is None else decoder.prepare(self.features, self._image_pe(), dense)
-            )
+            # With one, it is the bare image's (prepared once) plus the mask's low-rank part.
+            if masks is None:
+                context = self._image_context()
+            else:
+                context = decoder.prepare_with_masks(
+                    self._image_context(bare=True), self.model.prompt_encoder.mask_downscaling, masks
+                )
             return decoder.decode(context, sparse, multimask_output, min_iou=min_iou)
 
     def _image_pe(self) -> torch.Tensor:
@@ -168,8 +172,11 @@ class Predictor:
             self._dense_pe = self.model.prompt_encoder.get_dense_pe()
         return self._dense_pe
 
-    def _image_context(self):
+    def _image_context(self, bare: bool = False):
+        """The decoder's image side, made once per image: with the no-mask embedding, or ``bare`` (for mask prompts)."""
         if self._context is None:
+            self._context = {}
+        if bare not in self._context:
             dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            self._context = self.model.mask_decoder.prepare(self.features, self._image_pe(), dense)
-        return self._context
+            self._context[bare] = self.model.mask_decoder.prepare(self.features, self._image_pe(), 0 if bare else dense)
+        return self._context[bare]

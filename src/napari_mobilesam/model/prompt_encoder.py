@@ -106,6 +106,20 @@ class PromptEncoder(nn.Module):
         Without a mask prompt the dense embedding is a single broadcastable
         ``(1, C, 64, 64)`` map rather than ``B`` copies.
         """
+        sparse = self.embed_sparse(points, boxes, masks)
+        if masks is not None:
+            dense = self.mask_downscaling(masks)
+        else:
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, *self.image_embedding_size)
+        return sparse, dense
+
+    def embed_sparse(
+        self,
+        points: tuple[torch.Tensor, torch.Tensor] | None,
+        boxes: torch.Tensor | None,
+        masks: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The sparse half of :meth:`forward` (``masks`` only set the batch size when alone)."""
         if points is not None:
             bs = points[0].shape[0]
         elif boxes is not None:
@@ -121,8 +135,4 @@ class PromptEncoder(nn.Module):
             sparse = torch.cat([sparse, self._embed_points(coords, labels, pad=boxes is None)], dim=1)
         if boxes is not None:
             sparse = torch.cat([sparse, self._embed_boxes(boxes)], dim=1)
-        if masks is not None:
-            dense = self.mask_downscaling(masks)
-        else:
-            dense = weight.reshape(1, -1, 1, 1).expand(1, -1, *self.image_embedding_size)
-        return sparse, dense
+        return sparse
