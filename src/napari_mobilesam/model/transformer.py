@@ -261,7 +261,7 @@ class TwoWayTransformer(nn.Module):
             return torch.baddbmm((base + b).expand(batch, -1, -1), x, w.t().expand(batch, -1, -1))
 
         increments = self.layers[0].dense_projections(weight, bias)
-        projections = [plus(base, w, b) for base, (w, b) in zip(context_projections(context), increments)]
+        projections = [plus(base, w, b) for base, (w, b) in zip(context_projections(context), increments, strict=True)]
         return ImageContext(plus(context.keys, weight, bias), context.key_pe, *projections)
 
     def decode(
