@@ -61,9 +61,13 @@ def test_2d_click_preview_accept_undo(make_napari_viewer, qtbot, session):  # no
 
     # Cycling the three candidates keeps the prediction, changes the mask shown.
     decoded = widget._result[1]
+    redrawn = []
+    preview_layer.events.set_data.connect(redrawn.append)  # napari's signal to its canvas to redraw the layer
     widget.next_candidate()
     assert widget._result[1].chosen[0] == (decoded.chosen[0] + 1) % 3
     np.testing.assert_array_equal(preview_layer.data, decoded.candidates[0, widget._result[1].chosen[0]])
+    # The preview is updated in place: napari is told to redraw it.
+    assert redrawn
 
     # A second point refines the first result: the previous low-res mask is fed back.
     widget.add_point((22, 30))

@@ -54,11 +54,31 @@ def new_preview_layer(plane: LayerPlane) -> Labels:
 def show_on(layer: Labels, plane: LayerPlane, label_image: np.ndarray | None) -> None:
     """Show ``(h, w)`` ``label_image`` (None: nothing) on ``plane`` in the preview ``layer``."""
     shape, scale, translate = preview_geometry(plane)
-    data = np.zeros(shape, dtype=np.uint8 if label_image is None else label_image.dtype)
-    if label_image is not None:
-        data.reshape(label_image.shape)[...] = label_image
+    dtype = np.dtype(np.uint8 if label_image is None else label_image.dtype)
     if not np.array_equal(layer.scale, scale):
         layer.scale = scale
     if not np.array_equal(layer.translate, translate):
         layer.translate = translate
+    current = layer.data
+    if (
+        isinstance(current, np.ndarray)
+        and current.shape == shape
+        and current.dtype == dtype
+        and current.flags.writeable
+    ):
+        # Same geometry: written in place and redrawn, half the cost of a new array
+        # (which makes napari recompute the layer's dims and extent on every click).
+        _fill(current, label_image)
+        layer.refresh()
+        return
+    data = np.zeros(shape, dtype=dtype)
+    _fill(data, label_image)
     layer.data = data
+
+
+def _fill(data: np.ndarray, label_image: np.ndarray | None) -> None:
+    """Write ``(h, w)`` ``label_image`` (None: zeros) into one-plane-thick ``data``."""
+    if label_image is None:
+        data[...] = 0
+    else:
+        data.reshape(label_image.shape)[...] = label_image
