@@ -96,27 +96,34 @@ class Attention(nn.Module):
         """Image tokens attend to prompt tokens; returns the update ``(B, N, C)`` (plus ``residual``).
 
         ``image_queries``: ``(Bi, N, C)`` image tokens with positional encoding,
-        or, with ``projected``, their query projection ``(Bi, N, internal)``.
-        ``tokens_k``/``tokens_v``: ``(B, T, C)``. Equals ``self(image_queries, tokens_k, tokens_v)``
-        (``+ residual``: the sum is formed inside the matrix product, saving a pass;
-        into ``residual`` itself if it is a temporary of the caller's, outside autograd).
+        or, with ``projected``, their query projection by head ``(Bi, H, N, D)``
+        (:func:`heads_first`). ``tokens_k``/``tokens_v``: ``(B, T, C)``. Equals
+        ``self(image_queries, tokens_k, tokens_v)`` (``+ residual``: the sum is
+        formed inside the matrix product, saving a pass; into ``residual`` itself
+        if it is a temporary of the caller's, outside autograd).
+
+        The scores are laid out ``(B, H, T, N)``: the softmax over a prompt's
+        few tokens then runs along the 4096 image tokens, in full vector
+        registers, and no transposed copy of the scores is made.
         """
         b, t, _ = tokens_k.shape
         heads = self.num_heads
         k = self.k_proj(tokens_k).view(b, t, heads, -1)
         v = self.v_proj(tokens_v).view(b, t, heads, -1)
         scale = k.shape[-1] ** -0.5
-        n = image_queries.shape[1]
         if projected:
-            q = image_queries.view(image_queries.shape[0], n, heads, -1).transpose(1, 2)  # (Bi, H, N, D)
-            scores = torch.matmul(q, k.permute(0, 2, 3, 1)).permute(0, 2, 1, 3)  # (B, N, H, T)
+            n = image_queries.shape[2]
+            if image_queries.shape[0] == 1 and b > 1:  # a shared image: all prompts' keys in one product per head
+                keys = k.permute(2, 0, 1, 3).reshape(heads, b * t, -1)  # (H, B*T, D)
+                scores = torch.matmul(keys, image_queries[0].transpose(1, 2)).view(heads, b, t, n).transpose(0, 1)
+            else:
+                scores = torch.matmul(k.permute(0, 2, 1, 3), image_queries.transpose(2, 3))  # (B, H, T, N)
         else:
-            lifted = torch.einsum("bthd,hdc->bhtc", k, self._heads(self.q_proj.weight))
-            scores = torch.matmul(image_queries, lifted.reshape(b, heads * t, -1).transpose(1, 2))
-            scores = (
-                scores.view(b, n, heads, t) + torch.einsum("bthd,hd->bht", k, self.q_proj.bias.view(heads, -1))[:, None]
-            )
-        weights = _softmax_few_(scores.mul_(scale)).reshape(b, n, heads * t)
+            n = image_queries.shape[1]
+            lifted = torch.einsum("bthd,hdc->bhtc", k, self._heads(self.q_proj.weight)).reshape(b, heads * t, -1)
+            scores = torch.matmul(lifted, image_queries.transpose(1, 2)).view(b, heads, t, n)
+            scores += torch.einsum("bthd,hd->bht", k, self.q_proj.bias.view(heads, -1))[..., None]
+        weights = _softmax_over_tokens_(scores.mul_(scale)).reshape(b, heads * t, n).transpose(1, 2)  # (B, N, H*T)
         # out_proj folded into the values: U[h, t] = W_out[:, h] v[h, t]. Each head's
         # weights sum to 1, all H heads' to H: the output bias enters as bias / H per value.
         out_weight = self.out_proj.weight.view(-1, heads, v.shape[-1])  # (C, H, D)
@@ -129,15 +136,21 @@ class Attention(nn.Module):
         return torch.baddbmm(start.expand(shape), weights, lifted_values)
 
 
-def _softmax_few_(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over a short last axis (a prompt's few tokens), in place.
+def _softmax_over_tokens_(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the token axis (2) of ``(B, H, T, N)`` scores, in place.
 
-    torch's softmax kernel is slow when that axis holds fewer values than a
-    vector register; three elementwise passes are several times faster.
+    Each pass runs along the image tokens ``N``; torch's softmax kernel over a
+    last axis of a few tokens (fewer values than a vector register) is several
+    times slower.
     """
-    scores = scores.contiguous()
-    scores.sub_(scores.amax(dim=-1, keepdim=True)).exp_()
-    return scores.div_(scores.sum(dim=-1, keepdim=True))
+    scores.sub_(scores.amax(dim=2, keepdim=True)).exp_()
+    return scores.div_(scores.sum(dim=2, keepdim=True))
+
+
+def heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, N, H*D)`` -> contiguous ``(B, H, N, D)``: one head's queries in one block of memory."""
+    b, n, _ = x.shape
+    return x.view(b, n, heads, -1).transpose(1, 2).contiguous()
 
 
 @dataclass(frozen=True)
@@ -145,8 +158,9 @@ class ImageContext:
     """Image-only tensors of the first two-way block, shared by every prompt.
 
     ``keys`` are the image tokens ``(Bi, HW, C)``, ``key_pe`` their positional
-    encoding ``(1, HW, C)``; ``token_to_image_k``/``_v`` and ``image_to_token_q``
-    are the first block's projections of them.
+    encoding ``(1, HW, C)``; ``token_to_image_k``/``_v`` (``(Bi, HW, internal)``) and
+    ``image_to_token_q`` (by head, ``(Bi, heads, HW, head_dim)``) are the first
+    block's projections of them.
     """
 
     keys: torch.Tensor
@@ -182,7 +196,7 @@ class TwoWayAttentionBlock(nn.Module):
         return (
             self.cross_attn_token_to_image.k_proj(keys_with_pe),
             self.cross_attn_token_to_image.v_proj(keys),
-            self.cross_attn_image_to_token.q_proj(keys_with_pe),
+            heads_first(self.cross_attn_image_to_token.q_proj(keys_with_pe), self.cross_attn_image_to_token.num_heads),
         )
 
     def dense_projections(self, weight: torch.Tensor, bias: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -260,9 +274,16 @@ class TwoWayTransformer(nn.Module):
         def plus(base: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return torch.baddbmm((base + b).expand(batch, -1, -1), x, w.t().expand(batch, -1, -1))
 
-        increments = self.layers[0].dense_projections(weight, bias)
-        projections = [plus(base, w, b) for base, (w, b) in zip(context_projections(context), increments, strict=True)]
-        return ImageContext(plus(context.keys, weight, bias), context.key_pe, *projections)
+        (k_weight, k_bias), (v_weight, v_bias), (q_weight, q_bias) = self.layers[0].dense_projections(weight, bias)
+        heads = self.layers[0].cross_attn_image_to_token.num_heads
+        q_increment = heads_first(torch.matmul(x, q_weight.t()) + q_bias, heads)
+        return ImageContext(
+            plus(context.keys, weight, bias),
+            context.key_pe,
+            plus(context.token_to_image_k, k_weight, k_bias),
+            plus(context.token_to_image_v, v_weight, v_bias),
+            (context.image_to_token_q + q_increment).contiguous(),
+        )
 
     def decode(
         self, context: ImageContext, point_embedding: torch.Tensor, outputs: list[int] | None = None
