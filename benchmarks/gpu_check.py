@@ -55,6 +55,12 @@ def main() -> None:
     out["skip_same_pattern"] = bool(torch.equal(torch.isinf(s0), torch.isinf(s1)))
     out["skip_logits_maxdiff"] = float((s0[fin] - s1[fin]).abs().max()) if fin.any() else None
     out["mask_pixels_differ_full"] = int(((f0 > 0) != (f1 > 0)).sum())
+    # mask prompts (the previous low-res mask fed back): the low-rank image side, batched and alone
+    feedback = f0[:6, :1].numpy()  # (6, 1, 256, 256) logits from the CPU run
+    refine = check_prompts(grid[:6, None], np.ones((6, 1), int), None, feedback, (512, 512))
+    masked = {d: [t.cpu() for t in p.decode_low_res(refine, False)] for d, p in preds.items()}
+    out["mask_prompt_logits_maxdiff"] = float((masked["cpu"][0] - masked["cuda"][0]).abs().max())
+    out["mask_prompt_iou_maxdiff"] = float((masked["cpu"][1] - masked["cuda"][1]).abs().max())
     # end to end from the image, with encoding
     img = ref["image"]
     lab = {}
