@@ -134,3 +134,24 @@ def test_batchnorm_folding_follows_weights():
         expected = conv.bn(conv.c(x))
     assert not torch.allclose(first, second)
     torch.testing.assert_close(second, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_upscaling_head_follows_weights():
+    """The transposed convolutions' weights are cached as matrices; writing new weights must reach them."""
+    decoder = build_mobile_sam().mask_decoder
+    src = torch.randn(1, 16, 256)  # a 4x4 grid of image tokens
+    conv1, norm, _, conv2, _ = decoder.output_upscaling
+
+    def reference(x):  # the official layers, on the image layout
+        image = x.transpose(1, 2).reshape(1, 256, 4, 4)
+        return decoder.output_upscaling(image)
+
+    with torch.inference_mode():
+        first = decoder.upscale(src)
+        conv2.weight.mul_(2.0)
+        second = decoder.upscale(src)
+        expected = reference(src)  # (1, 32, 16, 16)
+    assert not torch.allclose(first, second)
+    # Token (i, j)'s output pixel (4i + 2a + a', 4j + 2b + b') sits at row ((i*4 + j)*2 + a)*2 + b)*4 + a'*2 + b'.
+    reordered = second.view(4, 4, 2, 2, 2, 2, 32).permute(6, 0, 2, 4, 1, 3, 5).reshape(32, 16, 16)
+    torch.testing.assert_close(reordered, expected[0], rtol=1e-5, atol=1e-5)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, LayerNorm2d, gelu_
+from .layers import MLP, LayerNorm2d, gelu_, tensor_versions
 from .transformer import ImageContext, TwoWayTransformer
 
 # Prompts decoded together inside one call; see MaskDecoder.decode.
@@ -28,11 +28,6 @@ def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, 
     weight = conv.weight  # (in, out, kh, kw)
     kh, kw = weight.shape[2:]
     return weight.permute(2, 3, 1, 0).reshape(kh * kw * weight.shape[1], weight.shape[0]), conv.bias.repeat(kh * kw)
-
-
-def _parameter_state(conv: nn.Module) -> tuple:
-    """Identity and version of a module's parameters: changes when they are replaced or written in place."""
-    return tuple((p.data_ptr(), p._version, p.device, p.dtype) for p in conv.parameters())
 
 
 class MaskDecoder(nn.Module):
@@ -60,7 +55,7 @@ class MaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
         self.decode_chunk = DECODE_CHUNK
-        self._upscale_linear = (None, None)  # (parameter state, linear weights) of output_upscaling
+        self._upscale_linear = (None, None)  # (tensor_versions key, linear weights) of output_upscaling
 
     def forward(
         self,
@@ -203,10 +198,9 @@ class MaskDecoder(nn.Module):
         them there was a copy of 256 KB per call.
         """
         conv1, _, _, conv2, _ = self.output_upscaling
-        state = _parameter_state(self.output_upscaling)
-        cached_state, weights = self._upscale_linear
-        if cached_state != state or torch.is_grad_enabled():
-            weights = (_transposed_conv_as_linear(conv1), _transposed_conv_as_linear(conv2))
-            if not torch.is_grad_enabled():
-                self._upscale_linear = (state, tuple(tuple(t.detach() for t in pair) for pair in weights))
-        return weights
+        if torch.is_grad_enabled():  # training: gradients must reach the convolutions
+            return _transposed_conv_as_linear(conv1), _transposed_conv_as_linear(conv2)
+        key = tensor_versions(conv1.weight, conv1.bias, conv2.weight, conv2.bias)
+        if key != self._upscale_linear[0]:
+            self._upscale_linear = (key, (_transposed_conv_as_linear(conv1), _transposed_conv_as_linear(conv2)))
+        return self._upscale_linear[1]

@@ -170,11 +170,6 @@ class ImageContext:
     image_to_token_q: torch.Tensor
 
 
-def context_projections(context: ImageContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The first block's image projections held by ``context``, in :meth:`TwoWayAttentionBlock.image_projections` order."""
-    return context.token_to_image_k, context.token_to_image_v, context.image_to_token_q
-
-
 class TwoWayAttentionBlock(nn.Module):
     """Self-attention of tokens, token->image, MLP, image->token cross-attention."""
 
@@ -298,7 +293,7 @@ class TwoWayTransformer(nn.Module):
     def blocks(self, context: ImageContext, point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The two-way blocks: tokens ``(B, N, C)`` and image tokens ``(B, HW, C)`` before the last attention."""
         queries, keys = point_embedding, context.keys
-        first = context_projections(context)
+        first = (context.token_to_image_k, context.token_to_image_v, context.image_to_token_q)
         for i, layer in enumerate(self.layers):
             queries, keys = layer(
                 queries, keys, point_embedding, context.key_pe, first if i == 0 else None, keys_are_temporary=i > 0
