@@ -65,6 +65,7 @@ def show_on(layer: Labels, plane: LayerPlane, label_image: np.ndarray | None) ->
         and current.shape == shape
         and current.dtype == dtype
         and current.flags.writeable
+        and current.flags.c_contiguous  # so that _fill's reshape is a view of it
     ):
         # Same geometry: written in place and redrawn, half the cost of a new array
         # (which makes napari recompute the layer's dims and extent on every click).
