@@ -112,15 +112,29 @@ class MaskDecoder(nn.Module):
         the CPU's cache where 64 prompts' worth would stream through memory.
         """
         batch = sparse_prompt_embeddings.shape[0]
-        if batch > self.decode_chunk and context.keys.shape[0] == 1:
-            parts = [
-                self._decode(context, chunk, multimask_output, min_iou)
-                for chunk in sparse_prompt_embeddings.split(self.decode_chunk)
-            ]
-            return torch.cat([m for m, _ in parts]), torch.cat([i for _, i in parts])
-        return self._decode(context, sparse_prompt_embeddings, multimask_output, min_iou)
+        count = self.num_multimask_outputs if multimask_output else 1
+        side = 4 * int(round(context.keys.shape[1] ** 0.5))
+        keys = context.keys
+        # Every chunk writes its rows of one output: no per-chunk results to concatenate.
+        masks = torch.empty((batch, count, side, side), dtype=keys.dtype, device=keys.device)
+        iou = torch.empty((batch, count), dtype=keys.dtype, device=keys.device)
+        step = self.decode_chunk if keys.shape[0] == 1 else batch  # one image side per mask prompt: one call
+        for start in range(0, batch, max(step, 1)):
+            stop = min(batch, start + step)
+            iou[start:stop] = self._decode(
+                context, sparse_prompt_embeddings[start:stop], multimask_output, min_iou, masks[start:stop]
+            )
+        return masks, iou
 
-    def _decode(self, context: ImageContext, sparse_prompt_embeddings: torch.Tensor, multimask_output: bool, min_iou):
+    def _decode(
+        self,
+        context: ImageContext,
+        sparse_prompt_embeddings: torch.Tensor,
+        multimask_output: bool,
+        min_iou,
+        masks: torch.Tensor,
+    ) -> torch.Tensor:
+        """Decode one chunk of prompts: their masks into ``masks`` ``(B, M, 256, 256)``; returns their IoU ``(B, M)``."""
         batch = sparse_prompt_embeddings.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         tokens = torch.cat((output_tokens.unsqueeze(0).expand(batch, -1, -1), sparse_prompt_embeddings), dim=1)
@@ -131,27 +145,26 @@ class MaskDecoder(nn.Module):
         # The last attention treats tokens one by one, and only the IoU token and the selected
         # mask tokens are read. With min_iou, the IoU comes first, so that prompts failing
         # it need neither their mask tokens nor the upscaling head.
-        side = int(round(src.shape[1] ** 0.5))
-        shape = (batch, len(selected), 4 * side, 4 * side)
         if min_iou is None:
             hs = transformer.final(context, queries, src, tokens, [0] + mask_tokens)
-            iou_pred = self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
-            masks = torch.empty(shape, dtype=src.dtype, device=src.device)
             self._masks(hs[:, 1:], src, selected, masks)
-            return masks, iou_pred
+            return self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
         iou_token = transformer.final(context, queries, src, tokens, [0])
         iou_pred = self.iou_prediction_head(iou_token[:, 0, :])[:, selected.start : selected.stop]
-        masks = torch.full(shape, float("-inf"), dtype=src.dtype, device=src.device)
         keep = (iou_pred > min_iou).any(dim=1)
-        if not bool(keep.any()):
-            return masks, iou_pred
-        index = keep.nonzero()[:, 0]
-        src = src[index]
-        hs = transformer.final(context, queries[index], src, tokens[index], mask_tokens)
-        out = masks[index]
-        self._masks(hs, src, selected, out)
-        masks[index] = out
-        return masks, iou_pred
+        if bool(keep.all()):
+            hs = transformer.final(context, queries, src, tokens, mask_tokens)
+            self._masks(hs, src, selected, masks)
+            return iou_pred
+        masks[~keep] = float("-inf")
+        if bool(keep.any()):
+            index = keep.nonzero()[:, 0]
+            src = src[index]
+            hs = transformer.final(context, queries[index], src, tokens[index], mask_tokens)
+            kept = torch.empty((len(index), *masks.shape[1:]), dtype=masks.dtype, device=masks.device)
+            self._masks(hs, src, selected, kept)
+            masks[index] = kept
+        return iou_pred
 
     def _masks(self, hs: torch.Tensor, src: torch.Tensor, selected: range, out: torch.Tensor) -> None:
         """Mask logits of the ``selected`` mask tokens ``hs`` ``(B, M, C)`` and image tokens ``src`` ``(B, HW, C)`` into ``out`` ``(B, M, 4H, 4W)``.
