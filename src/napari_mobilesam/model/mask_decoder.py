@@ -112,14 +112,14 @@ class MaskDecoder(nn.Module):
         the CPU's cache where 64 prompts' worth would stream through memory.
         """
         batch = sparse_prompt_embeddings.shape[0]
-        count = self.num_multimask_outputs if multimask_output else 1
-        side = 4 * int(round(context.keys.shape[1] ** 0.5))
         keys = context.keys
+        count = self.num_multimask_outputs if multimask_output else 1
+        side = 4 * int(round(keys.shape[1] ** 0.5))
         # Every chunk writes its rows of one output: no per-chunk results to concatenate.
         masks = torch.empty((batch, count, side, side), dtype=keys.dtype, device=keys.device)
         iou = torch.empty((batch, count), dtype=keys.dtype, device=keys.device)
-        step = self.decode_chunk if keys.shape[0] == 1 else batch  # one image side per mask prompt: one call
-        for start in range(0, batch, max(step, 1)):
+        step = max(1, self.decode_chunk if keys.shape[0] == 1 else batch)  # one image side per mask prompt: one call
+        for start in range(0, batch, step):
             stop = min(batch, start + step)
             iou[start:stop] = self._decode(
                 context, sparse_prompt_embeddings[start:stop], multimask_output, min_iou, masks[start:stop]
