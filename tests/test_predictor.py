@@ -97,6 +97,9 @@ def test_mask_prompts_add_their_low_rank_part_to_the_bare_image_context(ready):
         )
     for name, expected in vars(direct).items():
         actual = getattr(low_rank, name)
+        if expected is None:  # the upscaling head's image share: only for one image side
+            assert actual is None, name
+            continue
         assert actual.shape[1:] == expected.shape[1:], name
         torch.testing.assert_close(actual.expand_as(expected), expected, atol=2e-5, rtol=1e-5)
     # Masks alone, batched: one image side per mask, the same as decoding them one by one.

@@ -5,17 +5,22 @@ As in :mod:`.transformer`, decoding is split into :meth:`MaskDecoder.prepare`
 prompts). The two transposed convolutions of the upscaling head (kernel 2,
 stride 2) are computed as matrix products on the token layout, and the pixel
 order is restored only on the final low-res logits, a few small tensors
-instead of several full feature maps.
+instead of several full feature maps. For a shared image, the head's first
+layer is the image's share (made in :meth:`MaskDecoder.prepare`) plus a
+low-rank share per prompt (:mod:`.low_rank_upscale`).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .layers import MLP, LayerNorm2d, gelu_, tensor_versions
-from .transformer import ImageContext, TwoWayTransformer
+from .low_rank_upscale import HeadFolding
+from .transformer import ImageContext, ImageUpdate, TwoWayTransformer
 
 # Prompts decoded together inside one call; see MaskDecoder.decode.
 DECODE_CHUNK = 8
@@ -56,6 +61,7 @@ class MaskDecoder(nn.Module):
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
         self.decode_chunk = DECODE_CHUNK
         self._upscale_linear = (None, None)  # (tensor_versions key, linear weights) of output_upscaling
+        self._head_folding = HeadFolding()
 
     def forward(
         self,
@@ -77,7 +83,15 @@ class MaskDecoder(nn.Module):
 
     def prepare(self, image_embeddings, image_pe, dense_prompt_embeddings) -> ImageContext:
         """Everything that does not depend on sparse prompts; reuse it across prompts."""
-        return self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
+        context = self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
+        if context.keys.shape[0] != 1 or torch.is_grad_enabled():
+            return context  # one image side per prompt, or training: the head runs directly
+        return replace(context, upscale_base=self._folded_head().image_share(context.keys))
+
+    def _folded_head(self):
+        first, second = (layer.norm4 for layer in self.transformer.layers)
+        (weight, bias), _ = self._upscale_weights()
+        return self._head_folding(first, second, self.output_upscaling[0], weight, bias)
 
     def prepare_with_masks(self, image_context: ImageContext, mask_downscaling: nn.Sequential, masks: torch.Tensor):
         """:meth:`prepare` for mask prompts ``(B, 1, 256, 256)``, from the context of the bare image.
@@ -141,20 +155,23 @@ class MaskDecoder(nn.Module):
         selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
         mask_tokens = [1 + i for i in selected]
         transformer = self.transformer
-        queries, src = transformer.blocks(context, tokens)
+        # With the image's share of the upscaling head prepared, the blocks' updates give the rest.
+        updates = [] if context.upscale_base is not None and not torch.is_grad_enabled() else None
+        queries, src = transformer.blocks(context, tokens, updates)
+        low_rank = None if updates is None else (context.upscale_base, *updates)
         # The last attention treats tokens one by one, and only the IoU token and the selected
         # mask tokens are read. With min_iou, the IoU comes first, so that prompts failing
         # it need neither their mask tokens nor the upscaling head.
         if min_iou is None:
             hs = transformer.final(context, queries, src, tokens, [0] + mask_tokens)
-            self._masks(hs[:, 1:], src, selected, masks)
+            self._masks(hs[:, 1:], src, selected, masks, low_rank)
             return self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
         iou_token = transformer.final(context, queries, src, tokens, [0])
         iou_pred = self.iou_prediction_head(iou_token[:, 0, :])[:, selected.start : selected.stop]
         keep = (iou_pred > min_iou).any(dim=1)
         if bool(keep.all()):
             hs = transformer.final(context, queries, src, tokens, mask_tokens)
-            self._masks(hs, src, selected, masks)
+            self._masks(hs, src, selected, masks, low_rank)
             return iou_pred
         masks[~keep] = float("-inf")
         if bool(keep.any()):
@@ -162,24 +179,44 @@ class MaskDecoder(nn.Module):
             src = src[index]
             hs = transformer.final(context, queries[index], src, tokens[index], mask_tokens)
             kept = torch.empty((len(index), *masks.shape[1:]), dtype=masks.dtype, device=masks.device)
-            self._masks(hs, src, selected, kept)
+            if low_rank is not None:
+                low_rank = (low_rank[0], *(update.select(index) for update in low_rank[1:]))
+            self._masks(hs, src, selected, kept, low_rank)
             masks[index] = kept
         return iou_pred
 
-    def _masks(self, hs: torch.Tensor, src: torch.Tensor, selected: range, out: torch.Tensor) -> None:
+    def _masks(
+        self,
+        hs: torch.Tensor,
+        src: torch.Tensor,
+        selected: range,
+        out: torch.Tensor,
+        low_rank: tuple[torch.Tensor, ImageUpdate, ImageUpdate] | None = None,
+    ) -> None:
         """Mask logits of the ``selected`` mask tokens ``hs`` ``(B, M, C)`` and image tokens ``src`` ``(B, HW, C)`` into ``out`` ``(B, M, 4H, 4W)``.
 
         The upscaling head runs on a few token rows at a time, so that its
         wide intermediates (16 and 32 MB per prompt in full) stay in the CPU's
         cache; each part is written straight to its rows of ``out``.
+        ``low_rank``: the image's share of the head's first layer and the
+        blocks' updates, which give that layer without a product with ``src``.
         """
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, k, :]) for k, i in enumerate(selected)], dim=1)
         batch, tokens, _ = src.shape
         side = int(round(tokens**0.5))
         rows = max(1, UPSCALE_TOKENS // (batch * side))
+        if low_rank is not None:
+            folded = self._folded_head()
+            base = low_rank[0]
+            scale, left, right = folded.prompt_factors(*low_rank[1:])
         for top in range(0, side, rows):
             bottom = min(side, top + rows)
-            part = self.upscale(src[:, top * side : bottom * side])  # (B, n * 16, 32), (i, j, a, b, a', b') order
+            band = slice(top * side, bottom * side)
+            if low_rank is None:
+                part = self.upscale(src[:, band])  # (B, n * 16, 32), (i, j, a, b, a', b') order
+            else:
+                first = torch.addcmul(folded.bias, base[:, band], scale[:, band]).baddbmm_(left[:, band], right)
+                part = self.upscale_rest(first)
             rows, masks = bottom - top, hyper_in.shape[1]
             logits = torch.matmul(hyper_in, part.transpose(1, 2))  # (B, M, n*16): (i, j, a, b, a', b') order
             # Pixel order in two moves with long runs (one 8-D move of single values was ~3x slower):
@@ -196,10 +233,15 @@ class MaskDecoder(nn.Module):
         Output pixel ``(4i + 2a + a', 4j + 2b + b')`` of token ``(i, j)`` sits at
         flat index ``((i*W + j)*2 + a)*2 + b)*4 + a'*2 + b'``.
         """
+        (weight1, bias1), _ = self._upscale_weights()
+        return self.upscale_rest(F.linear(src, weight1, bias1))
+
+    def upscale_rest(self, first: torch.Tensor) -> torch.Tensor:
+        """The upscaling head after its first layer: ``(B, n, 4 * C/4)`` -> ``(B, n*16, C/8)``."""
         _, norm, _, _, _ = self.output_upscaling
-        batch, tokens, _ = src.shape
-        (weight1, bias1), (weight2, bias2) = self._upscale_weights()
-        x = F.linear(src, weight1, bias1).view(batch, tokens * 4, -1)
+        batch, tokens, _ = first.shape
+        _, (weight2, bias2) = self._upscale_weights()
+        x = first.view(batch, tokens * 4, -1)
         x = gelu_(F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, norm.eps))
         x = gelu_(F.linear(x, weight2, bias2))
         return x.view(batch, tokens * 16, -1)

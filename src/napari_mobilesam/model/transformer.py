@@ -92,6 +92,7 @@ class Attention(nn.Module):
         projected: bool = False,
         residual: torch.Tensor | None = None,
         residual_is_temporary: bool = False,
+        factors: list | None = None,
     ) -> torch.Tensor:
         """Image tokens attend to prompt tokens; returns the update ``(B, N, C)`` (plus ``residual``).
 
@@ -105,6 +106,9 @@ class Attention(nn.Module):
         The scores are laid out ``(B, H, T, N)``: the softmax over a prompt's
         few tokens then runs along the 4096 image tokens, in full vector
         registers, and no transposed copy of the scores is made.
+
+        The update is ``weights @ values``, a product of rank ``H*T``; a list
+        passed as ``factors`` receives them (``(B, N, H*T)``, ``(B, H*T, C)``).
         """
         b, t, _ = tokens_k.shape
         heads = self.num_heads
@@ -129,6 +133,8 @@ class Attention(nn.Module):
         out_weight = self.out_proj.weight.view(-1, heads, v.shape[-1])  # (C, H, D)
         lifted_values = torch.einsum("bthd,chd->bhtc", v, out_weight).reshape(b, heads * t, -1)
         lifted_values = lifted_values + self.out_proj.bias / heads
+        if factors is not None:
+            factors.extend((weights, lifted_values))
         shape = (b, n, lifted_values.shape[-1])
         if residual_is_temporary and residual.shape == shape and not torch.is_grad_enabled():
             return residual.baddbmm_(weights, lifted_values)  # no copy of it into a new tensor
@@ -160,7 +166,8 @@ class ImageContext:
     ``keys`` are the image tokens ``(Bi, HW, C)``, ``key_pe`` their positional
     encoding ``(1, HW, C)``; ``token_to_image_k``/``_v`` (``(Bi, HW, internal)``) and
     ``image_to_token_q`` (by head, ``(Bi, heads, HW, head_dim)``) are the first
-    block's projections of them.
+    block's projections of them. ``upscale_base``: the mask decoder's share
+    of its upscaling head (see :mod:`.low_rank_upscale`), or None.
     """
 
     keys: torch.Tensor
@@ -168,6 +175,26 @@ class ImageContext:
     token_to_image_k: torch.Tensor
     token_to_image_v: torch.Tensor
     image_to_token_q: torch.Tensor
+    upscale_base: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class ImageUpdate:
+    """What one two-way block did to the image tokens ``x`` of each prompt: ``norm(x + weights @ values)``.
+
+    ``weights`` ``(B, HW, R)`` and ``values`` ``(B, R, C)`` (``R`` = heads x
+    tokens) are the image->token attention's update; ``mean`` and ``rstd``
+    ``(B, HW, 1)`` the statistics of the norm that followed it.
+    """
+
+    weights: torch.Tensor
+    values: torch.Tensor
+    mean: torch.Tensor
+    rstd: torch.Tensor
+
+    def select(self, index: torch.Tensor) -> ImageUpdate:
+        """The updates of the prompts ``index``."""
+        return ImageUpdate(self.weights[index], self.values[index], self.mean[index], self.rstd[index])
 
 
 class TwoWayAttentionBlock(nn.Module):
@@ -205,9 +232,10 @@ class TwoWayAttentionBlock(nn.Module):
         layers += (self.cross_attn_image_to_token.q_proj,)
         return [(layer.weight @ weight, layer.weight @ bias) for layer in layers]
 
-    def forward(self, queries, keys, query_pe, key_pe, projections=None, keys_are_temporary=False):
+    def forward(self, queries, keys, query_pe, key_pe, projections=None, keys_are_temporary=False, updates=None):
         """One block. ``projections``: the image side prepared by :meth:`image_projections`;
-        ``keys_are_temporary``: ``keys`` may be overwritten (a previous block's output)."""
+        ``keys_are_temporary``: ``keys`` may be overwritten (a previous block's output);
+        ``updates``: a list that receives this block's :class:`ImageUpdate`."""
         if self.skip_first_layer_pe:
             queries = self.self_attn(queries, queries, queries)
         else:
@@ -227,13 +255,19 @@ class TwoWayAttentionBlock(nn.Module):
         queries = self.norm3(queries + self.mlp(queries))
 
         q = queries + query_pe
+        factors = None if updates is None else []
         if projections is not None:
-            keys = image_to_token.image_to_tokens(image_q, q, queries, projected=True, residual=keys)
+            keys = image_to_token.image_to_tokens(image_q, q, queries, projected=True, residual=keys, factors=factors)
         else:
             keys = image_to_token.image_to_tokens(
-                keys_with_pe, q, queries, residual=keys, residual_is_temporary=keys_are_temporary
+                keys_with_pe, q, queries, residual=keys, residual_is_temporary=keys_are_temporary, factors=factors
             )
-        return queries, self.norm4(keys)
+        if updates is None:
+            return queries, self.norm4(keys)
+        norm = self.norm4
+        keys, mean, rstd = torch.native_layer_norm(keys, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+        updates.append(ImageUpdate(*factors, mean, rstd))
+        return queries, keys
 
 
 class TwoWayTransformer(nn.Module):
@@ -290,13 +324,24 @@ class TwoWayTransformer(nn.Module):
         queries, keys = self.blocks(context, point_embedding)
         return self.final(context, queries, keys, point_embedding, outputs), keys
 
-    def blocks(self, context: ImageContext, point_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two-way blocks: tokens ``(B, N, C)`` and image tokens ``(B, HW, C)`` before the last attention."""
+    def blocks(
+        self, context: ImageContext, point_embedding: torch.Tensor, updates: list | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two-way blocks: tokens ``(B, N, C)`` and image tokens ``(B, HW, C)`` before the last attention.
+
+        ``updates``: a list that receives each block's :class:`ImageUpdate`.
+        """
         queries, keys = point_embedding, context.keys
         first = (context.token_to_image_k, context.token_to_image_v, context.image_to_token_q)
         for i, layer in enumerate(self.layers):
             queries, keys = layer(
-                queries, keys, point_embedding, context.key_pe, first if i == 0 else None, keys_are_temporary=i > 0
+                queries,
+                keys,
+                point_embedding,
+                context.key_pe,
+                first if i == 0 else None,
+                keys_are_temporary=i > 0,
+                updates=updates,
             )
         return queries, keys
 

@@ -1,0 +1,66 @@
+"""The upscaling head's first layer from the image's share plus low-rank prompt shares equals the direct layer."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_mobilesam.model import build_mobile_sam
+from recipe import recipe_state_dict
+
+
+def _boxes_embedding(model, count: int, seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 900, (count, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(20, 120, (count, 2))], axis=1)
+    return model.prompt_encoder.embed_sparse(None, torch.as_tensor(boxes, dtype=torch.float32), None)
+
+
+def _context(model, seed: int = 0):
+    features = torch.from_numpy(np.random.default_rng(seed).normal(0, 1, (1, 256, 64, 64)).astype(np.float32))
+    dense = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    return model.mask_decoder.prepare(features, model.prompt_encoder.get_dense_pe(), dense)
+
+
+@pytest.mark.parametrize("multimask", [False, True])
+def test_low_rank_head_equals_the_direct_head(recipe_model, multimask):
+    decoder = recipe_model.mask_decoder
+    with torch.inference_mode():
+        context = _context(recipe_model)
+        assert context.upscale_base is not None
+        sparse = _boxes_embedding(recipe_model, 11, seed=1)  # more than one chunk, a partial last one
+        masks, iou = decoder.decode(context, sparse, multimask)
+        direct_masks, direct_iou = decoder.decode(replace(context, upscale_base=None), sparse, multimask)
+        # Some prompts skip the head (min_iou): the kept ones are selected from every factor.
+        threshold = float(direct_iou.max(dim=1).values.median())
+        kept_masks, _ = decoder.decode(context, sparse, multimask, min_iou=threshold)
+    assert masks.abs().max() > 0.5  # logits of real size, not a degenerate case
+    torch.testing.assert_close(masks, direct_masks, atol=5e-5, rtol=0)
+    torch.testing.assert_close(iou, direct_iou)
+    kept = (direct_iou > threshold).any(dim=1)
+    assert 0 < int(kept.sum()) < len(kept)
+    torch.testing.assert_close(kept_masks[kept], direct_masks[kept], atol=5e-5, rtol=0)
+    assert torch.isneginf(kept_masks[~kept]).all()
+
+
+def test_folded_head_follows_weights():
+    """The norms' weights folded into the head are cached; new weights must reach new image contexts."""
+    model = build_mobile_sam()
+    model.load_state_dict(recipe_state_dict(0))
+    model.eval()
+    decoder = model.mask_decoder
+    with torch.inference_mode():
+        sparse = _boxes_embedding(model, 2, seed=2)
+        before, _ = decoder.decode(_context(model), sparse, True)
+        for layer in decoder.transformer.layers:
+            layer.norm4.weight.mul_(1.5)
+            layer.norm4.bias.add_(0.1)
+        decoder.output_upscaling[0].bias.add_(0.2)
+        context = _context(model)
+        after, _ = decoder.decode(context, sparse, True)
+        direct, _ = decoder.decode(replace(context, upscale_base=None), sparse, True)
+    assert not torch.allclose(before, after, atol=1e-2)
+    torch.testing.assert_close(after, direct, atol=5e-5, rtol=0)
