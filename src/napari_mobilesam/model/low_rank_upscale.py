@@ -53,7 +53,9 @@ class FoldedHead:
         """``k N`` for image tokens ``(1, HW, C)``: made once per image."""
         return keys @ self.after_first
 
-    def prompt_factors(self, first: ImageUpdate, second: ImageUpdate) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def prompt_factors(
+        self, first: ImageUpdate, second: ImageUpdate
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per prompt: the image share's scale ``(B, HW, 1)``, the left ``(B, HW, 2R+3)`` and right ``(B, 2R+3, out)`` factors.
 
         The left factor is a transposed view of a ``(B, 2R+3, HW)`` tensor: the
