@@ -64,3 +64,25 @@ def test_folded_head_follows_weights():
         direct, _ = decoder.decode(replace(context, upscale_base=None), sparse, True)
     assert not torch.allclose(before, after, atol=1e-2)
     torch.testing.assert_close(after, direct, atol=5e-5, rtol=0)
+
+
+@pytest.mark.parametrize("masks_count", [1, 3])
+def test_low_rank_head_with_mask_prompts(recipe_model, masks_count):
+    """Mask prompts add their dense features' columns; one mask may serve several prompts."""
+    decoder, prompt_encoder = recipe_model.mask_decoder, recipe_model.prompt_encoder
+    masks = torch.from_numpy(np.random.default_rng(4).normal(0, 4, (masks_count, 1, 256, 256)).astype(np.float32))
+    with torch.inference_mode():
+        features = torch.from_numpy(np.random.default_rng(0).normal(0, 1, (1, 256, 64, 64)).astype(np.float32))
+        bare = decoder.prepare(features, prompt_encoder.get_dense_pe(), 0)
+        context = decoder.prepare_with_masks(bare, prompt_encoder.mask_downscaling, masks)
+        assert context.dense_features is not None and context.upscale_base is not None
+        sparse = _boxes_embedding(recipe_model, 3, seed=5)
+        low_rank, iou = decoder.decode(context, sparse, True)
+        direct, direct_iou = decoder.decode(replace(context, upscale_base=None), sparse, True)
+        # Against the official order of work: the dense embedding added to the image first.
+        official = decoder(
+            features, prompt_encoder.get_dense_pe(), sparse, prompt_encoder.mask_downscaling(masks), True
+        )
+    torch.testing.assert_close(low_rank, direct, atol=5e-5, rtol=0)
+    torch.testing.assert_close(iou, direct_iou)
+    torch.testing.assert_close(low_rank, official[0], atol=1e-4, rtol=0)

@@ -16,7 +16,10 @@ before a fixed per-channel affine map, so with ``r = rstd_1 rstd_2``::
 where ``M = diag(g_2) W^T`` and ``N = diag(g_1) M`` fold the norms' weights
 ``g`` (biases ``b``) into the head. Per prompt this is a product with
 ``2R + 3`` inner columns instead of 256: about 2.2x fewer operations for
-the head's largest layer, the same arithmetic up to rounding.
+the head's largest layer, the same arithmetic up to rounding. A mask prompt
+adds ``f D^T`` to the image tokens (its ``r + 1`` dense features ``f``, see
+:meth:`.transformer.TwoWayTransformer.add_dense`): ``r + 1`` more columns,
+``[r f]`` and ``D^T N``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,29 @@ from torch import nn
 
 from .layers import tensor_versions
 from .transformer import ImageUpdate
+
+
+@dataclass(frozen=True)
+class HeadInputs:
+    """What the low-rank head needs for a batch of ``B`` prompts.
+
+    ``base``: the image's share ``(1, HW, out)``; ``first``/``second``: the
+    two blocks' updates; ``dense_features`` ``(B, HW, r+1)`` and ``dense_map``
+    ``(C, r+1)``: the mask prompts' addition to the image tokens, or None.
+    """
+
+    base: torch.Tensor
+    first: ImageUpdate
+    second: ImageUpdate
+    dense_features: torch.Tensor | None = None
+    dense_map: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor) -> HeadInputs:
+        """The inputs of the prompts ``index``."""
+        dense = self.dense_features
+        if dense is not None and dense.shape[0] > 1:  # one mask per prompt (else one for all)
+            dense = dense[index]
+        return HeadInputs(self.base, self.first.select(index), self.second.select(index), dense, self.dense_map)
 
 
 @dataclass(frozen=True)
@@ -53,38 +79,41 @@ class FoldedHead:
         """``k N`` for image tokens ``(1, HW, C)``: made once per image."""
         return keys @ self.after_first
 
-    def prompt_factors(
-        self, first: ImageUpdate, second: ImageUpdate
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per prompt: the image share's scale ``(B, HW, 1)``, the left ``(B, HW, 2R+3)`` and right ``(B, 2R+3, out)`` factors.
+    def prompt_factors(self, inputs: HeadInputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per prompt: the image share's scale ``(B, HW, 1)``, the left ``(B, HW, K)`` and right ``(B, K, out)`` factors.
 
-        The left factor is a transposed view of a ``(B, 2R+3, HW)`` tensor: the
+        The left factor is a transposed view of a ``(B, K, HW)`` tensor: the
         attention weights are stored that way (one row per head and token), so
         filling it copies whole rows.
         """
+        first, second, dense = inputs.first, inputs.second, inputs.dense_features
         rank1, rank2 = first.weights.shape[-1], second.weights.shape[-1]
+        extra = 0 if dense is None else dense.shape[-1]
         scale = first.rstd * second.rstd
         batch, pixels, _ = first.weights.shape
-        left = torch.empty((batch, rank1 + rank2 + 3, pixels), dtype=scale.dtype, device=scale.device)
+        left = torch.empty((batch, rank1 + rank2 + 3 + extra, pixels), dtype=scale.dtype, device=scale.device)
+        end = rank1 + rank2 + 3
         left[:, :rank1] = first.weights.transpose(1, 2)
         left[:, rank1] = first.mean[..., 0]
-        left[:, : rank1 + 1] *= scale.transpose(1, 2)
         left[:, rank1 + 1] = 1.0
-        left[:, rank1 + 2 : -1] = second.weights.transpose(1, 2)
-        left[:, -1] = second.mean[..., 0]
-        left[:, rank1 + 1 :] *= second.rstd.transpose(1, 2)
+        left[:, rank1 + 2 : end - 1] = second.weights.transpose(1, 2)
+        left[:, end - 1] = second.mean[..., 0]
+        left[:, rank1 + 1 : end] *= second.rstd.transpose(1, 2)
+        if dense is not None:
+            left[:, end:] = dense.transpose(1, 2)
+            left[:, end:] *= scale.transpose(1, 2)
+        left[:, : rank1 + 1] *= scale.transpose(1, 2)
         n, m = self.after_first, self.after_second
-        right = torch.cat(
-            (
-                first.values @ n,
-                -n.sum(0).expand(batch, 1, -1),
-                self.first_bias.expand(batch, 1, -1),
-                second.values @ m,
-                -m.sum(0).expand(batch, 1, -1),
-            ),
-            dim=1,
-        )
-        return scale, left.transpose(1, 2), right
+        parts = [
+            first.values @ n,
+            -n.sum(0).expand(batch, 1, -1),
+            self.first_bias.expand(batch, 1, -1),
+            second.values @ m,
+            -m.sum(0).expand(batch, 1, -1),
+        ]
+        if dense is not None:
+            parts.append((inputs.dense_map.t() @ n).expand(batch, -1, -1))
+        return scale, left.transpose(1, 2), torch.cat(parts, dim=1)
 
 
 class HeadFolding:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import MLP, LayerNorm2d, gelu_, tensor_versions
-from .low_rank_upscale import HeadFolding
-from .transformer import ImageContext, ImageUpdate, TwoWayTransformer
+from .low_rank_upscale import HeadFolding, HeadInputs
+from .transformer import ImageContext, TwoWayTransformer
 
 # Prompts decoded together inside one call; see MaskDecoder.decode.
 DECODE_CHUNK = 8
@@ -158,7 +158,9 @@ class MaskDecoder(nn.Module):
         # With the image's share of the upscaling head prepared, the blocks' updates give the rest.
         updates = [] if context.upscale_base is not None and not torch.is_grad_enabled() else None
         queries, src = transformer.blocks(context, tokens, updates)
-        low_rank = None if updates is None else (context.upscale_base, *updates)
+        low_rank = None
+        if updates is not None:
+            low_rank = HeadInputs(context.upscale_base, *updates, context.dense_features, context.dense_map)
         # The last attention treats tokens one by one, and only the IoU token and the selected
         # mask tokens are read. With min_iou, the IoU comes first, so that prompts failing
         # it need neither their mask tokens nor the upscaling head.
@@ -180,7 +182,7 @@ class MaskDecoder(nn.Module):
             hs = transformer.final(context, queries[index], src, tokens[index], mask_tokens)
             kept = torch.empty((len(index), *masks.shape[1:]), dtype=masks.dtype, device=masks.device)
             if low_rank is not None:
-                low_rank = (low_rank[0], *(update.select(index) for update in low_rank[1:]))
+                low_rank = low_rank.select(index)
             self._masks(hs, src, selected, kept, low_rank)
             masks[index] = kept
         return iou_pred
@@ -191,7 +193,7 @@ class MaskDecoder(nn.Module):
         src: torch.Tensor,
         selected: range,
         out: torch.Tensor,
-        low_rank: tuple[torch.Tensor, ImageUpdate, ImageUpdate] | None = None,
+        low_rank: HeadInputs | None = None,
     ) -> None:
         """Mask logits of the ``selected`` mask tokens ``hs`` ``(B, M, C)`` and image tokens ``src`` ``(B, HW, C)`` into ``out`` ``(B, M, 4H, 4W)``.
 
@@ -207,8 +209,8 @@ class MaskDecoder(nn.Module):
         rows = max(1, UPSCALE_TOKENS // (batch * side))
         if low_rank is not None:
             folded = self._folded_head()
-            base = low_rank[0]
-            scale, left, right = folded.prompt_factors(*low_rank[1:])
+            base = low_rank.base
+            scale, left, right = folded.prompt_factors(low_rank)
         for top in range(0, side, rows):
             bottom = min(side, top + rows)
             band = slice(top * side, bottom * side)

@@ -192,6 +192,9 @@ class ImageContext:
     projections of the later blocks and the key projection of the final
     attention (:meth:`TwoWayTransformer.pe_heads`). ``upscale_base``: the mask
     decoder's share of its upscaling head (see :mod:`.low_rank_upscale`), or None.
+    With mask prompts (:meth:`TwoWayTransformer.add_dense`) the image tokens are
+    those of the bare image plus ``dense_features @ dense_map.T`` (``(B, HW, r+1)``,
+    ``(C, r+1)``), and ``upscale_base`` is the bare image's.
     """
 
     keys: torch.Tensor
@@ -201,6 +204,8 @@ class ImageContext:
     image_to_token_q: torch.Tensor
     pe_heads: torch.Tensor
     upscale_base: torch.Tensor | None = None
+    dense_features: torch.Tensor | None = None
+    dense_map: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -379,6 +384,9 @@ class TwoWayTransformer(nn.Module):
             plus(context.token_to_image_v, v_weight, v_bias),
             (context.image_to_token_q + q_increment).contiguous(),
             context.pe_heads,
+            context.upscale_base,
+            torch.cat((x, x.new_ones(()).expand(*x.shape[:2], 1)), dim=-1),
+            torch.cat((weight, bias[:, None]), dim=1),
         )
 
     def decode(
