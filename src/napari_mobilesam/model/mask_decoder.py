@@ -24,8 +24,9 @@ from .transformer import ImageContext, TwoWayTransformer
 
 # Prompts decoded together inside one call; see MaskDecoder.decode.
 DECODE_CHUNK = 8
-# Image tokens (summed over the prompts of a call) the upscaling head works on at a time.
-UPSCALE_TOKENS = 1024
+# Image tokens (summed over the prompts of a call) the upscaling head works on at a time:
+# with its first layer in low rank, 2048 measured ~4 % faster per prompt than 1024 (and than 3072).
+UPSCALE_TOKENS = 2048
 
 
 def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, torch.Tensor]:
