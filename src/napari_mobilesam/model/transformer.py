@@ -92,9 +92,9 @@ class Attention(nn.Module):
         b, t, _ = tokens.shape
         heads = self.num_heads
         q = self.q_proj(tokens).view(b, t, heads, -1)
-        scale = q.shape[-1] ** -0.5
+        q = q * q.shape[-1] ** -0.5  # scaled on the few tokens, not on the scores
         lifted = torch.einsum("bthd,hdc->bhtc", q, self._heads(self.k_proj.weight)).reshape(b, heads * t, -1)
-        scores = torch.baddbmm(self._pe_scores(q, pe_keys), lifted, image.transpose(1, 2)).mul_(scale)  # (B, H*T, N)
+        scores = torch.baddbmm(self._pe_scores(q, pe_keys), lifted, image.transpose(1, 2))  # (B, H*T, N)
         weights = torch.softmax(scores, dim=-1)
         mixed = torch.matmul(weights, image).view(b, heads, t, -1)  # (B, H, T, C)
         out = torch.einsum("bhtc,hdc->bthd", mixed, self._heads(self.v_proj.weight))
@@ -124,8 +124,9 @@ class Attention(nn.Module):
         if it is a temporary of the caller's, outside autograd).
 
         The scores are laid out ``(B, H, T, N)``: the softmax over a prompt's
-        few tokens then runs along the 4096 image tokens, in full vector
-        registers, and no transposed copy of the scores is made.
+        few tokens (axis 2) then runs along the 4096 image tokens, in full
+        vector registers (over a last axis of a few tokens, fewer values than a
+        register, torch's softmax is several times slower).
 
         The update is ``weights @ values``, a product of rank ``H*T``; a list
         passed as ``factors`` receives them (``(B, N, H*T)``, ``(B, H*T, C)``).
@@ -133,8 +134,8 @@ class Attention(nn.Module):
         b, t, _ = tokens_k.shape
         heads = self.num_heads
         k = self.k_proj(tokens_k).view(b, t, heads, -1)
+        k = k * k.shape[-1] ** -0.5  # scaled on the few tokens, not on the scores
         v = self.v_proj(tokens_v).view(b, t, heads, -1)
-        scale = k.shape[-1] ** -0.5
         if projected:
             n = image_queries.shape[2]
             if image_queries.shape[0] == 1 and b > 1:  # a shared image: all prompts' keys in one product per head
@@ -148,7 +149,7 @@ class Attention(nn.Module):
             scores = torch.baddbmm(self._pe_scores(k, pe_queries), lifted, image_queries.transpose(1, 2))
             scores = scores.view(b, heads, t, n)
             scores += torch.einsum("bthd,hd->bht", k, self.q_proj.bias.view(heads, -1))[..., None]
-        weights = _softmax_over_tokens_(scores.mul_(scale)).reshape(b, heads * t, n).transpose(1, 2)  # (B, N, H*T)
+        weights = torch.softmax(scores, dim=2).reshape(b, heads * t, n).transpose(1, 2)  # (B, N, H*T)
         # out_proj folded into the values: U[h, t] = W_out[:, h] v[h, t]. Each head's
         # weights sum to 1, all H heads' to H: the output bias enters as bias / H per value.
         out_weight = self.out_proj.weight.view(-1, heads, v.shape[-1])  # (C, H, D)
@@ -161,17 +162,6 @@ class Attention(nn.Module):
             return residual.baddbmm_(weights, lifted_values)  # no copy of it into a new tensor
         start = torch.zeros((), dtype=weights.dtype, device=weights.device) if residual is None else residual
         return torch.baddbmm(start.expand(shape), weights, lifted_values)
-
-
-def _softmax_over_tokens_(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the token axis (2) of ``(B, H, T, N)`` scores, in place.
-
-    Each pass runs along the image tokens ``N``; torch's softmax kernel over a
-    last axis of a few tokens (fewer values than a vector register) is several
-    times slower.
-    """
-    scores.sub_(scores.amax(dim=2, keepdim=True)).exp_()
-    return scores.div_(scores.sum(dim=2, keepdim=True))
 
 
 def heads_first(x: torch.Tensor, heads: int) -> torch.Tensor:
