@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from test_widget_helpers import (
+    live_display,  # noqa: F401  (fixture)
     needs_display,
     notification_count,
     notifications_since,

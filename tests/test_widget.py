@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from test_widget_helpers import (
+    live_display,  # noqa: F401  (fixture)
     needs_display,
     notification_count,
     notifications_since,

@@ -17,8 +17,11 @@ import time
 
 import pytest
 
+_XVFB: subprocess.Popen | None = None  # the X server this test session started, if any
+
 
 def _start_xvfb() -> bool:
+    global _XVFB
     if os.environ.get("DISPLAY") or not sys.platform.startswith("linux"):
         return True
     xvfb = shutil.which("Xvfb")
@@ -47,6 +50,7 @@ def _start_xvfb() -> bool:
         process.terminate()
         return False
     os.environ["DISPLAY"] = f":{number.strip().decode()}"
+    _XVFB = process
     # Stop Xvfb only once this process is gone: Qt still holds its X connection
     # during interpreter shutdown, and losing it then makes the process exit 1.
     subprocess.Popen(
@@ -55,6 +59,21 @@ def _start_xvfb() -> bool:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    return True
+
+
+def _xvfb_accepts_connections() -> bool:
+    """Whether the X server this session started is still running and listening."""
+    import socket
+
+    if _XVFB is None or _XVFB.poll() is not None:
+        return False
+    path = f"/tmp/.X11-unix/X{os.environ['DISPLAY'].lstrip(':')}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
     return True
 
 
@@ -67,8 +86,24 @@ needs_display = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(scope="session")
+def live_display():
+    """The X display, checked once before the first viewer exists (and so before Qt connects to it).
+
+    The Xvfb started at collection serves the whole run; one that has gone away
+    since (seen once in CI: every viewer then failed to get an OpenGL context)
+    is replaced while that can still help.
+    """
+    global HAVE_DISPLAY
+    if _XVFB is not None and not _xvfb_accepts_connections():
+        _XVFB.kill()
+        del os.environ["DISPLAY"]
+        HAVE_DISPLAY = _start_xvfb()
+    return HAVE_DISPLAY
+
+
 @pytest.fixture
-def session(recipe_model, tmp_path, monkeypatch):
+def session(live_display, recipe_model, tmp_path, monkeypatch):
     """A fresh shared session (recipe model, embedding cache in tmp_path) for the widgets of one test."""
     from napari_mobilesam._qt import session as session_module
     from napari_mobilesam.cache import EmbeddingCache
