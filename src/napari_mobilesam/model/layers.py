@@ -16,6 +16,26 @@ def tensor_versions(*tensors: torch.Tensor) -> tuple:
     return tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in tensors)
 
 
+class WeightDerived:
+    """A value derived from some tensors (weights), made again only when one of them changes.
+
+    Keyed by :func:`tensor_versions`. Under autograd it is made afresh on
+    every call, so that gradients reach the tensors it comes from.
+    """
+
+    def __init__(self) -> None:
+        self._cached: tuple[tuple, object] | None = None
+
+    def __call__(self, tensors, make):
+        """The value of ``make()`` for the current ``tensors``."""
+        if torch.is_grad_enabled():
+            return make()
+        key = tensor_versions(*tensors)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, make())
+        return self._cached[1]
+
+
 _gelu_inplace = getattr(torch._C._nn, "gelu_", None)
 
 

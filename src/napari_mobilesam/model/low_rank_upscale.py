@@ -29,7 +29,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .layers import tensor_versions
 from .transformer import ImageUpdate
 
 
@@ -64,15 +63,20 @@ class FoldedHead:
     after_second: torch.Tensor  # M = diag(g2) W^T, (C, out)
     first_bias: torch.Tensor  # b1 M, (out,)
     bias: torch.Tensor  # b2 W^T + c, (out,)
+    first_mean_row: torch.Tensor  # -1 N, (out,): what a norm's mean takes away
+    second_mean_row: torch.Tensor  # -1 M, (out,)
 
     @classmethod
     def fold(cls, first: nn.LayerNorm, second: nn.LayerNorm, weight: torch.Tensor, bias: torch.Tensor) -> FoldedHead:
         after_second = second.weight[:, None] * weight.t()
+        after_first = first.weight[:, None] * after_second
         return cls(
-            first.weight[:, None] * after_second,
+            after_first,
             after_second,
             first.bias @ after_second,
             second.bias @ weight.t() + bias,
+            -after_first.sum(0),
+            -after_second.sum(0),
         )
 
     def image_share(self, keys: torch.Tensor) -> torch.Tensor:
@@ -106,27 +110,11 @@ class FoldedHead:
         n, m = self.after_first, self.after_second
         parts = [
             first.values @ n,
-            -n.sum(0).expand(batch, 1, -1),
+            self.first_mean_row.expand(batch, 1, -1),
             self.first_bias.expand(batch, 1, -1),
             second.values @ m,
-            -m.sum(0).expand(batch, 1, -1),
+            self.second_mean_row.expand(batch, 1, -1),
         ]
         if dense is not None:
             parts.append((inputs.dense_map.t() @ n).expand(batch, -1, -1))
         return scale, left.transpose(1, 2), torch.cat(parts, dim=1)
-
-
-class HeadFolding:
-    """:meth:`FoldedHead.fold`, redone only when the norms or the convolution behind ``weight``/``bias`` change."""
-
-    def __init__(self) -> None:
-        self._cached: tuple[tuple, FoldedHead] | None = None
-
-    def __call__(self, first: nn.LayerNorm, second: nn.LayerNorm, conv: nn.Module, weight, bias) -> FoldedHead:
-        """``weight``/``bias``: the head's first layer as a linear map, derived from ``conv``."""
-        if torch.is_grad_enabled():
-            return FoldedHead.fold(first, second, weight, bias)
-        key = tensor_versions(first.weight, first.bias, second.weight, second.bias, conv.weight, conv.bias)
-        if self._cached is None or self._cached[0] != key:
-            self._cached = (key, FoldedHead.fold(first, second, weight, bias))
-        return self._cached[1]

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import MLP, LayerNorm2d, gelu_, tensor_versions
-from .low_rank_upscale import HeadFolding, HeadInputs
+from .layers import MLP, LayerNorm2d, WeightDerived, gelu_
+from .low_rank_upscale import FoldedHead, HeadInputs
 from .transformer import ImageContext, TwoWayTransformer
 
 # Prompts decoded together inside one call; see MaskDecoder.decode.
@@ -61,8 +61,8 @@ class MaskDecoder(nn.Module):
         )
         self.iou_prediction_head = MLP(transformer_dim, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth)
         self.decode_chunk = DECODE_CHUNK
-        self._upscale_linear = (None, None)  # (tensor_versions key, linear weights) of output_upscaling
-        self._head_folding = HeadFolding()
+        self._upscale_linear = WeightDerived()  # output_upscaling's convolutions as linear layers
+        self._head_folding = WeightDerived()  # the norms folded into the first of them
 
     def forward(
         self,
@@ -89,10 +89,11 @@ class MaskDecoder(nn.Module):
             return context  # one image side per prompt, or training: the head runs directly
         return replace(context, upscale_base=self._folded_head().image_share(context.keys))
 
-    def _folded_head(self):
+    def _folded_head(self) -> FoldedHead:
         first, second = (layer.norm4 for layer in self.transformer.layers)
-        (weight, bias), _ = self._upscale_weights()
-        return self._head_folding(first, second, self.output_upscaling[0], weight, bias)
+        conv = self.output_upscaling[0]
+        tensors = (first.weight, first.bias, second.weight, second.bias, conv.weight, conv.bias)
+        return self._head_folding(tensors, lambda: FoldedHead.fold(first, second, *self._upscale_weights()[0]))
 
     def prepare_with_masks(self, image_context: ImageContext, mask_downscaling: nn.Sequential, masks: torch.Tensor):
         """:meth:`prepare` for mask prompts ``(B, 1, 256, 256)``, from the context of the bare image.
@@ -256,9 +257,7 @@ class MaskDecoder(nn.Module):
         them there was a copy of 256 KB per call.
         """
         conv1, _, _, conv2, _ = self.output_upscaling
-        if torch.is_grad_enabled():  # training: gradients must reach the convolutions
-            return _transposed_conv_as_linear(conv1), _transposed_conv_as_linear(conv2)
-        key = tensor_versions(conv1.weight, conv1.bias, conv2.weight, conv2.bias)
-        if key != self._upscale_linear[0]:
-            self._upscale_linear = (key, (_transposed_conv_as_linear(conv1), _transposed_conv_as_linear(conv2)))
-        return self._upscale_linear[1]
+        return self._upscale_linear(
+            (conv1.weight, conv1.bias, conv2.weight, conv2.bias),
+            lambda: (_transposed_conv_as_linear(conv1), _transposed_conv_as_linear(conv2)),
+        )
