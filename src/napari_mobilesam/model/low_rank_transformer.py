@@ -138,6 +138,8 @@ class LowRankImage:
     """
 
     weights: FoldedWeights
+    key1: torch.Tensor  # the first block's token->image keys (image + pe, projected), (H, D, N)
+    value1: torch.Tensor  # and values, (H, N, D)
     key_mean: torch.Tensor  # mean of the image tokens
     first_square: torch.Tensor  # |k|^2 + 2 k . b_out (block 1, image->token)
     out1: torch.Tensor  # k W_out (block 1)
@@ -154,8 +156,9 @@ class LowRankImage:
     final_value: torch.Tensor  # kg diag(g2) W_v^T (final attention), (H, N, D)
 
     @classmethod
-    def build(cls, transformer: TwoWayTransformer, keys: torch.Tensor, pe_heads: torch.Tensor) -> LowRankImage:
-        """From the image tokens ``(1, N, C)`` of one image: two products with 512 columns."""
+    def build(cls, transformer: TwoWayTransformer, context: ImageContext) -> LowRankImage:
+        """From the prepared context of one image (:meth:`.transformer.TwoWayTransformer.prepare`)."""
+        keys, pe_heads = context.keys, context.pe_heads
         first, second = transformer.layers
         heads = transformer.final_attn_token_to_image.num_heads
         weights = FoldedWeights.fold(transformer)
@@ -180,6 +183,8 @@ class LowRankImage:
 
         return cls(
             weights,
+            _by_head(context.token_to_image_k[0], heads),
+            _by_head(context.token_to_image_v[0], heads, pixels_last=False),
             key_mean,
             (centred * centred).sum(dim=-1) + 2 * centred @ out1.bias,
             _by_head(out1_map, heads),
@@ -254,6 +259,15 @@ class LowRankPrompts:
         return transformer.norm_final_attn(queries + update)
 
 
+def _attend_first(attention: Attention, tokens: torch.Tensor, image: LowRankImage) -> torch.Tensor:
+    """The first block's token->image attention on its prepared keys and values, by head."""
+    q = _project(attention.q_proj, tokens, attention.num_heads, scaled=True)
+    weights = torch.softmax(_per_head(q, image.key1), dim=-1)  # (B, H, T, N)
+    batch, heads, count, pixels = weights.shape
+    out = torch.matmul(weights.transpose(0, 1).reshape(heads, batch * count, pixels), image.value1)
+    return attention.out_proj(_batch_first(out, batch).transpose(1, 2).reshape(batch, count, -1))
+
+
 def _token_side(layer, queries: torch.Tensor, query_pe: torch.Tensor, token_to_image) -> torch.Tensor:
     """A block's self-attention, token->image attention (``token_to_image(queries + pe)``) and MLP."""
     if layer.skip_first_layer_pe:
@@ -284,7 +298,7 @@ def low_rank_blocks(
         first,
         point_embedding,
         point_embedding,
-        lambda q: to_image.attend(to_image.q_proj(q), context.token_to_image_k, context.token_to_image_v),
+        lambda q: _attend_first(to_image, q, image),
     )
     to_tokens = first.cross_attn_image_to_token
     k = _project(to_tokens.k_proj, queries + point_embedding, heads, scaled=True)

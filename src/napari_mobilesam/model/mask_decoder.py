@@ -91,7 +91,7 @@ class MaskDecoder(nn.Module):
         transformer = self.transformer
         low_rank = None
         if len(transformer.layers) == 2:
-            low_rank = LowRankImage.build(transformer, context.keys, context.pe_heads)
+            low_rank = LowRankImage.build(transformer, context)
         return replace(context, upscale_base=self._folded_head().image_share(context.keys), low_rank=low_rank)
 
     def _folded_head(self) -> FoldedHead:
