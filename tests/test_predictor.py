@@ -107,6 +107,7 @@ def test_mask_prompts_add_their_low_rank_part_to_the_bare_image_context(ready):
         low_rank = model.mask_decoder.prepare_with_masks(
             ready._image_context(bare=True), model.prompt_encoder.mask_downscaling, masks
         )
+    assert ready._image_context(bare=True).low_rank is None  # only extended by masks: its blocks' share unused
     for name, expected in vars(direct).items():
         actual = getattr(low_rank, name)
         if name == "low_rank":  # one image side per mask: the blocks run on its image tokens

@@ -178,5 +178,7 @@ class Predictor:
             self._context = {}
         if bare not in self._context:
             dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            self._context[bare] = self.model.mask_decoder.prepare(self.features, self._image_pe(), 0 if bare else dense)
+            self._context[bare] = self.model.mask_decoder.prepare(
+                self.features, self._image_pe(), 0 if bare else dense, low_rank=not bare
+            )
         return self._context[bare]

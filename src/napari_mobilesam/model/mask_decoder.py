@@ -80,18 +80,27 @@ class MaskDecoder(nn.Module):
         Returns masks ``(B, M, 256, 256)`` logits and IoU ``(B, M)``, with
         ``M = 3`` for multimask output (tokens 1..3) and ``M = 1`` otherwise (token 0).
         """
-        context = self.prepare(image_embeddings, image_pe, dense_prompt_embeddings)
+        # The low-rank image share pays for itself over a dozen prompts or so, not in one call.
+        many = sparse_prompt_embeddings.shape[0] >= 2 * self.decode_chunk
+        context = self.prepare(image_embeddings, image_pe, dense_prompt_embeddings, low_rank=many)
         return self.decode(context, sparse_prompt_embeddings, multimask_output)
 
-    def prepare(self, image_embeddings, image_pe, dense_prompt_embeddings) -> ImageContext:
-        """Everything that does not depend on sparse prompts; reuse it across prompts."""
+    def prepare(self, image_embeddings, image_pe, dense_prompt_embeddings, low_rank: bool = True) -> ImageContext:
+        """Everything that does not depend on sparse prompts; reuse it across prompts.
+
+        ``low_rank``: also the image's share of the later blocks
+        (:class:`.low_rank_transformer.LowRankImage`, ~20 ms and ~26 MB), for
+        decoding prompts without image tokens of their own; False for a
+        context that only :meth:`prepare_with_masks` extends.
+        """
         context = self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
         if context.keys.shape[0] != 1 or torch.is_grad_enabled():
             return context  # one image side per prompt, or training: the head runs directly
         transformer = self.transformer
-        low_rank = None
-        if len(transformer.layers) == 2:
+        if low_rank and len(transformer.layers) == 2:
             low_rank = LowRankImage.build(transformer, context)
+        else:
+            low_rank = None
         return replace(context, upscale_base=self._folded_head().image_share(context.keys), low_rank=low_rank)
 
     def _folded_head(self) -> FoldedHead:
