@@ -64,6 +64,7 @@ class MaskDecoder(nn.Module):
         self.decode_chunk = DECODE_CHUNK
         self._upscale_linear = WeightDerived()  # output_upscaling's convolutions as linear layers
         self._head_folding = WeightDerived()  # the norms folded into the first of them
+        self._stacked_hypernetworks = WeightDerived()  # the mask tokens' MLPs, layer by layer
 
     def forward(
         self,
@@ -232,7 +233,7 @@ class MaskDecoder(nn.Module):
         layer comes from ``low_rank`` (the image's share and the blocks'
         updates) if given, else from the image tokens ``src`` ``(B, HW, C)``.
         """
-        hyper_in = torch.stack([self.output_hypernetworks_mlps[i](hs[:, k, :]) for k, i in enumerate(selected)], dim=1)
+        hyper_in = self._hypernetworks(hs, selected)
         batch, tokens = hs.shape[0], out.shape[-1] * out.shape[-2] // 16
         side = int(round(tokens**0.5))
         rows = max(1, UPSCALE_TOKENS // (batch * side))
@@ -257,6 +258,32 @@ class MaskDecoder(nn.Module):
             moved = moved.view(batch, masks, rows, 2, side, 2, 2, 2)
             band = out[:, :, 4 * top : 4 * bottom].view(batch, masks, rows, 2, 2, side, 2, 2)
             band.copy_(moved.permute(0, 1, 2, 3, 6, 4, 5, 7))
+
+    def _hypernetworks(self, hs: torch.Tensor, selected: range) -> torch.Tensor:
+        """The ``selected`` mask tokens ``hs`` ``(B, M, C)`` through their own MLPs: ``(B, M, C/8)``.
+
+        Several tokens run as one batched product per layer (the MLPs' weights
+        stacked once per set of weights), not one small product per token and layer.
+        """
+        mlps = [self.output_hypernetworks_mlps[i] for i in selected]
+        if len(mlps) == 1 or torch.is_grad_enabled():
+            return torch.stack([mlp(hs[:, k, :]) for k, mlp in enumerate(mlps)], dim=1)
+        layers = list(zip(*(mlp.layers for mlp in mlps), strict=True))
+        tensors = [t for group in layers for layer in group for t in (layer.weight, layer.bias)]
+        stacked = self._stacked_hypernetworks(
+            tensors,
+            lambda: [
+                (torch.stack([layer.weight.t() for layer in group]), torch.stack([layer.bias[None] for layer in group]))
+                for group in layers
+            ],
+        )
+        x = hs.transpose(0, 1)  # (M, B, C)
+        last = len(stacked) - 1
+        for i, (weight, bias) in enumerate(stacked):
+            x = torch.baddbmm(bias, x, weight)
+            if i < last:
+                x = F.relu(x)
+        return x.transpose(0, 1)
 
     def upscale(self, src: torch.Tensor) -> torch.Tensor:
         """The upscaling head on image tokens ``(B, n, C)`` -> ``(B, n*16, C/8)``.
