@@ -71,10 +71,12 @@ def test_decoder_in_low_rank_equals_the_direct_decoder(recipe_model, multimask):
         best = direct_iou.max(dim=1).values.sort().values
         threshold = float(best[5] + best[6]) / 2  # between two prompts' best IoU, clear of rounding
         kept_masks, kept_iou = decoder.decode(context, sparse, multimask, min_iou=threshold)
+        direct_kept, _ = decoder.decode(direct, sparse, multimask, min_iou=threshold)  # image tokens selected
     assert masks.abs().max() > 0.5
     torch.testing.assert_close(masks, direct_masks, atol=1e-4, rtol=0)
     torch.testing.assert_close(iou, direct_iou, atol=1e-5, rtol=0)
     kept = (direct_iou > threshold).any(dim=1)
     assert 0 < int(kept.sum()) < len(kept)
-    torch.testing.assert_close(kept_masks[kept], direct_masks[kept], atol=1e-4, rtol=0)
-    assert torch.isneginf(kept_masks[~kept]).all()
+    for masks_kept in (kept_masks, direct_kept):
+        torch.testing.assert_close(masks_kept[kept], direct_masks[kept], atol=1e-4, rtol=0)
+        assert torch.isneginf(masks_kept[~kept]).all()

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import MLP, LayerNorm2d, WeightDerived, gelu_
-from .low_rank_transformer import LowRankImage, low_rank_blocks
+from .low_rank_transformer import LowRankImage, LowRankPrompts, low_rank_blocks
 from .low_rank_upscale import FoldedHead, HeadInputs
 from .transformer import ImageContext, TwoWayTransformer
 
@@ -208,7 +208,7 @@ class MaskDecoder(nn.Module):
         masks[~keep] = float("-inf")
         if bool(keep.any()):
             index = keep.nonzero()[:, 0]
-            src = src.select(index) if hasattr(src, "select") else src[index]
+            src = src.select(index) if isinstance(src, LowRankPrompts) else src[index]
             hs = final(queries[index], src, tokens[index], mask_tokens)
             kept = torch.empty((len(index), *masks.shape[1:]), dtype=masks.dtype, device=masks.device)
             if low_rank is not None:
