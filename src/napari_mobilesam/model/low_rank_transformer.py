@@ -269,18 +269,6 @@ def _attend_first(attention: Attention, tokens: torch.Tensor, image: LowRankImag
     return attention.out_proj(_batch_first(out, batch).transpose(1, 2).reshape(batch, count, -1))
 
 
-def _token_side(layer, queries: torch.Tensor, query_pe: torch.Tensor, token_to_image) -> torch.Tensor:
-    """A block's self-attention, token->image attention (``token_to_image(queries + pe)``) and MLP."""
-    if layer.skip_first_layer_pe:
-        queries = layer.self_attn(queries, queries, queries)
-    else:
-        q = queries + query_pe
-        queries = queries + layer.self_attn(q, q, queries)
-    queries = layer.norm1(queries)
-    queries = layer.norm2(queries + token_to_image(queries + query_pe))
-    return layer.norm3(queries + layer.mlp(queries))
-
-
 def low_rank_blocks(
     transformer: TwoWayTransformer, context: ImageContext, point_embedding: torch.Tensor
 ) -> tuple[torch.Tensor, LowRankPrompts]:
@@ -295,12 +283,7 @@ def low_rank_blocks(
 
     # Block 1: the image side of both attentions was projected once per image.
     to_image = first.cross_attn_token_to_image
-    queries = _token_side(
-        first,
-        point_embedding,
-        point_embedding,
-        lambda q: _attend_first(to_image, q, image),
-    )
+    queries = first.token_side(point_embedding, point_embedding, lambda q: _attend_first(to_image, q, image))
     to_tokens = first.cross_attn_image_to_token
     k = _project(to_tokens.k_proj, queries + point_embedding, heads, scaled=True)
     v_first = _project(to_tokens.v_proj, queries, heads)
@@ -338,7 +321,7 @@ def low_rank_blocks(
         out += weights.value2_bias
         return to_image.out_proj(out.reshape(batch, count, -1))
 
-    queries = _token_side(second, queries, point_embedding, attend_image)
+    queries = second.token_side(queries, point_embedding, attend_image)
 
     # Block 2, image -> token.
     to_tokens = second.cross_attn_image_to_token

@@ -267,6 +267,18 @@ class TwoWayAttentionBlock(nn.Module):
             self.cross_attn_image_to_token.project_heads(key_pe, "q"),
         )
 
+    def token_side(self, queries: torch.Tensor, query_pe: torch.Tensor, token_to_image) -> torch.Tensor:
+        """The block's work on the prompt tokens: self-attention, the token->image attention's
+        update ``token_to_image(queries + query_pe)``, the MLP, each with its norm."""
+        if self.skip_first_layer_pe:
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+        queries = self.norm2(queries + token_to_image(queries + query_pe))
+        return self.norm3(queries + self.mlp(queries))
+
     def forward(
         self, queries, keys, query_pe, key_pe, projections=None, keys_are_temporary=False, updates=None, pe_heads=None
     ):
@@ -274,23 +286,16 @@ class TwoWayAttentionBlock(nn.Module):
         ``keys_are_temporary``: ``keys`` may be overwritten (a previous block's output);
         ``updates``: a list that receives this block's :class:`ImageUpdate`; ``pe_heads``:
         :meth:`pe_projections` of ``key_pe``, if made already."""
-        if self.skip_first_layer_pe:
-            queries = self.self_attn(queries, queries, queries)
-        else:
-            q = queries + query_pe
-            queries = queries + self.self_attn(q, q, queries)
-        queries = self.norm1(queries)
-
         token_to_image = self.cross_attn_token_to_image
         image_to_token = self.cross_attn_image_to_token
         if projections is not None:  # the image side was prepared once for all prompts
             k, v, image_q = projections
-            q = token_to_image.q_proj(queries + query_pe)
-            queries = self.norm2(queries + token_to_image.attend(q, k, v))
+            queries = self.token_side(
+                queries, query_pe, lambda q: token_to_image.attend(token_to_image.q_proj(q), k, v)
+            )
         else:
             pe_keys, pe_queries = self.pe_projections(key_pe) if pe_heads is None else pe_heads
-            queries = self.norm2(queries + token_to_image.tokens_to_image(queries + query_pe, keys, pe_keys))
-        queries = self.norm3(queries + self.mlp(queries))
+            queries = self.token_side(queries, query_pe, lambda q: token_to_image.tokens_to_image(q, keys, pe_keys))
 
         q = queries + query_pe
         factors = None if updates is None else []
