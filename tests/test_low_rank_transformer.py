@@ -80,3 +80,29 @@ def test_decoder_in_low_rank_equals_the_direct_decoder(recipe_model, multimask):
     for masks_kept in (kept_masks, direct_kept):
         torch.testing.assert_close(masks_kept[kept], direct_masks[kept], atol=1e-4, rtol=0)
         assert torch.isneginf(masks_kept[~kept]).all()
+
+
+@pytest.mark.parametrize("count", [1, 11])
+def test_mask_prompts_in_low_rank_equal_the_image_token_path(recipe_model, count):
+    """A mask prompt's 16-channel addition joins the first block's factors: the same masks as
+    decoding on image tokens plus the mask (one image side per mask), in chunks of prompts."""
+    decoder, encoder = recipe_model.mask_decoder, recipe_model.prompt_encoder
+    rng = np.random.default_rng(count)
+    masks = torch.from_numpy(rng.normal(0, 4, (count, 1, 256, 256)).astype(np.float32))
+    coords = torch.as_tensor(rng.uniform(0, 1024, (count, 2, 2)), dtype=torch.float32)
+    with torch.inference_mode():
+        features = torch.from_numpy(rng.normal(0, 1, (1, 256, 64, 64)).astype(np.float32))
+        bare = decoder.prepare(features, encoder.get_dense_pe(), 0)
+        sparse = encoder.embed_sparse((coords, torch.tensor([[1, 0]] * count)), None, masks)
+        low = decoder.prepare_with_masks(bare, encoder.mask_downscaling, masks)
+        direct = decoder.prepare_with_masks(replace(bare, low_rank=None), encoder.mask_downscaling, masks)
+        assert low.low_rank is not None and low.keys.shape[0] == 1  # no image side per mask
+        assert direct.keys.shape[0] == count
+        for multimask in (False, True):
+            low_masks, low_iou = decoder.decode(low, sparse, multimask)
+            direct_masks, direct_iou = decoder.decode(direct, sparse, multimask)
+            torch.testing.assert_close(low_masks, direct_masks, atol=1e-4, rtol=0)
+            torch.testing.assert_close(low_iou, direct_iou, atol=1e-5, rtol=0)
+        threshold = float(direct_iou.max(dim=1).values.min()) - 1e-3  # every prompt kept
+        kept_masks, _ = decoder.decode(low, sparse, True, min_iou=threshold)
+    torch.testing.assert_close(kept_masks, direct_masks, atol=1e-4, rtol=0)

@@ -104,21 +104,23 @@ def test_mask_prompts_add_their_low_rank_part_to_the_bare_image_context(ready):
     with torch.inference_mode():
         dense = model.prompt_encoder.mask_downscaling(masks)
         direct = model.mask_decoder.prepare(ready.features, ready._image_pe(), dense)
-        low_rank = model.mask_decoder.prepare_with_masks(
-            ready._image_context(bare=True), model.prompt_encoder.mask_downscaling, masks
-        )
-    assert ready._image_context(bare=True).low_rank is None  # only extended by masks: its blocks' share unused
+        # The image-token path (the low-rank one adds the masks to its factors instead, tested apart).
+        bare = dataclasses.replace(ready._image_context(bare=True), low_rank=None)
+        low_rank = model.mask_decoder.prepare_with_masks(bare, model.prompt_encoder.mask_downscaling, masks)
     for name, expected in vars(direct).items():
         actual = getattr(low_rank, name)
         if name == "low_rank":  # one image side per mask: the blocks run on its image tokens
             assert expected is None and actual is None
+            continue
+        if name == "dense_in_keys":  # the masks' addition is in the image tokens
+            assert expected and actual
             continue
         if expected is None:  # the upscaling head's shares: one image side (+ the masks' low-rank part)
             assert name in ("upscale_base", "dense_features", "dense_map") and actual is not None, name
             continue
         assert actual.shape[1:] == expected.shape[1:], name
         torch.testing.assert_close(actual.expand_as(expected), expected, atol=2e-5, rtol=1e-5)
-    # Masks alone, batched: one image side per mask, the same as decoding them one by one.
+    # Masks alone, batched (in low rank, the predictor's path), the same as decoding them one by one.
     together, iou, _ = ready.predict(mask_input=masks.numpy(), multimask_output=False, return_logits=True)
     assert together.shape == (3, 1, 512, 512) and iou.shape == (3, 1)
     for index in range(3):

@@ -178,7 +178,5 @@ class Predictor:
             self._context = {}
         if bare not in self._context:
             dense = self.model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
-            self._context[bare] = self.model.mask_decoder.prepare(
-                self.features, self._image_pe(), 0 if bare else dense, low_rank=not bare
-            )
+            self._context[bare] = self.model.mask_decoder.prepare(self.features, self._image_pe(), 0 if bare else dense)
         return self._context[bare]

@@ -260,13 +260,32 @@ class LowRankPrompts:
         return transformer.norm_final_attn(queries + update)
 
 
-def _attend_first(attention: Attention, tokens: torch.Tensor, image: LowRankImage) -> torch.Tensor:
-    """The first block's token->image attention on its prepared keys and values, by head."""
+def _plus_dense(scores: torch.Tensor, tokens: torch.Tensor, weight: torch.Tensor, dense) -> torch.Tensor:
+    """``scores`` ``(B, H, T, N)`` of tokens by head against image tokens, plus their share against the
+    mask prompts' addition ``dense`` = ``(features (B, r, N), map (C, r))`` through ``weight`` (bias left out)."""
+    if dense is None:
+        return scores
+    features, dense_map = dense
+    batch, heads, count, pixels = scores.shape
+    through = (weight @ dense_map).view(heads, tokens.shape[-1], -1)  # (H, D, r)
+    lifted = torch.einsum("bthd,hdj->bhtj", tokens, through).reshape(batch, heads * count, -1)
+    return torch.baddbmm(scores.reshape(batch, heads * count, pixels), lifted, features).view(scores.shape)
+
+
+def _attend_first(attention: Attention, tokens: torch.Tensor, image: LowRankImage, dense=None) -> torch.Tensor:
+    """The first block's token->image attention on its prepared keys and values, by head
+    (``dense``: mask prompts' addition to the image tokens, see :func:`_plus_dense`)."""
     q = _project(attention.q_proj, tokens, attention.num_heads, scaled=True)
-    weights = torch.softmax(_per_head(q, image.key1), dim=-1)  # (B, H, T, N)
+    weights = torch.softmax(_plus_dense(_per_head(q, image.key1), q, attention.k_proj.weight, dense), dim=-1)
     batch, heads, count, pixels = weights.shape
     out = torch.matmul(weights.transpose(0, 1).reshape(heads, batch * count, pixels), image.value1)
-    return attention.out_proj(_batch_first(out, batch).transpose(1, 2).reshape(batch, count, -1))
+    out = _batch_first(out, batch).transpose(1, 2)  # (B, T, H, D)
+    if dense is not None:
+        features, dense_map = dense
+        mixed = torch.bmm(weights.reshape(batch, heads * count, pixels), features.transpose(1, 2))
+        values = (attention.v_proj.weight @ dense_map).view(heads, q.shape[-1], -1)  # (H, D, r)
+        out = out + torch.einsum("bhtj,hdj->bthd", mixed.view(batch, heads, count, -1), values)
+    return attention.out_proj(out.reshape(batch, count, -1))
 
 
 def low_rank_blocks(
@@ -280,29 +299,42 @@ def low_rank_blocks(
     batch, count, channels = point_embedding.shape
     pixels = image.key_mean.shape[0]
     rank = heads * count
+    g1 = first.norm4.weight
+    dense = None
+    if context.dense_features is not None:  # mask prompts: image tokens k + features^T map^T
+        dense = (context.dense_features.transpose(1, 2).expand(batch, -1, -1), context.dense_map)
 
     # Block 1: the image side of both attentions was projected once per image.
     to_image = first.cross_attn_token_to_image
-    queries = first.token_side(point_embedding, point_embedding, lambda q: _attend_first(to_image, q, image))
+    queries = first.token_side(point_embedding, point_embedding, lambda q: _attend_first(to_image, q, image, dense))
     to_tokens = first.cross_attn_image_to_token
     k = _project(to_tokens.k_proj, queries + point_embedding, heads, scaled=True)
     v_first = _project(to_tokens.v_proj, queries, heads)
-    a1 = torch.softmax(_per_head(k, context.image_to_token_q[0]), dim=2)  # over each head's tokens
-    a1_rows = a1.reshape(batch, rank, pixels)
+    scores = _plus_dense(_per_head(k, context.image_to_token_q[0]), k, to_tokens.q_proj.weight, dense)
+    a1_rows = torch.softmax(scores, dim=2).reshape(batch, rank, pixels)  # over each head's tokens
     v1 = _lifted_values(to_tokens, v_first)
+    # |k + A1 V1c|^2 = |k|^2 + 2 A1 . (k V1^T) + A1 . (V1c V1c^T A1), the bias's share of k V1^T folded in.
+    cross = _per_head(v_first, image.out1).reshape(batch, rank, pixels)
+    if dense is not None:
+        # The mask's features join the first update as more rows: weights [A1; F], values [V1; map^T].
+        features, dense_map = dense
+        keys = context.keys[0]
+        a1_rows = torch.cat((a1_rows, features), dim=1)
+        v1 = torch.cat((v1, dense_map.t().expand(batch, -1, -1)), dim=1)
+        centred = keys @ dense_map - image.key_mean[:, None] * dense_map.sum(dim=0)  # k D, (N, r)
+        cross = torch.cat((cross, centred.t().expand(batch, -1, -1)), dim=1)
+    first_rows = a1_rows.shape[1]
     v1_mean = v1.mean(dim=-1)
     v1c = v1 - v1_mean[..., None]
     shift1 = torch.bmm(v1_mean[:, None], a1_rows)[:, 0]  # the update's mean per pixel
-    # |k + A1 V1c|^2 = |k|^2 + 2 A1 . (k V1^T) + A1 . (V1c V1c^T A1), the bias's share of k V1^T folded in.
-    cross = _per_head(v_first, image.out1).reshape(batch, rank, pixels)
     square = (a1_rows * torch.baddbmm(cross, v1c @ v1c.transpose(1, 2), a1_rows, beta=2)).sum(dim=1)
     s1 = torch.rsqrt((image.first_square + square) / channels + first.norm4.eps)  # (B, N)
     scale1 = s1[:, None, None]
 
     def through_first(tokens: torch.Tensor, weight: torch.Tensor, image_maps: torch.Tensor) -> torch.Tensor:
         """Scores ``(B, H, T, N)`` of tokens by head against block 1's image tokens (plus pe) through ``weight``."""
-        lift = (v1c @ weight).view(batch, rank, heads, -1)
-        low = torch.einsum("bthd,brhd->bhtr", tokens, lift).reshape(batch, -1, rank)
+        lift = (v1c @ weight).view(batch, first_rows, heads, -1)
+        low = torch.einsum("bthd,brhd->bhtr", tokens, lift).reshape(batch, -1, first_rows)
         direct = _per_head(tokens, image_maps)
         out = torch.baddbmm(direct[..., :pixels].reshape(batch, -1, pixels), low, a1_rows)
         return out.view(direct.shape[:3] + (pixels,)).mul_(scale1).add_(direct[..., pixels:])
@@ -315,8 +347,8 @@ def low_rank_blocks(
         attention_weights = torch.softmax(through_first(q, weights.key2, image.key2_pe), dim=-1).mul_(scale1)
         direct = torch.matmul(attention_weights.transpose(0, 1).reshape(heads, batch * count, pixels), image.value2)
         mixed = torch.bmm(attention_weights.view(batch, rank, pixels), a1_rows.transpose(1, 2))  # (B, H*T, R)
-        values = (v1c @ weights.value2).view(batch, rank, heads, -1)
-        out = torch.einsum("bhtr,brhd->bthd", mixed.view(batch, heads, count, rank), values)
+        values = (v1c @ weights.value2).view(batch, first_rows, heads, -1)
+        out = torch.einsum("bhtr,brhd->bthd", mixed.view(batch, heads, count, first_rows), values)
         out += _batch_first(direct, batch).transpose(1, 2)
         out += weights.value2_bias
         return to_image.out_proj(out.reshape(batch, count, -1))
@@ -335,20 +367,27 @@ def low_rank_blocks(
 
     # The second norm's statistics: x2 centred = s1 kg + [s1 A1 | A2] @ [Z1; Z2] + b1c, and
     # |x2|^2 = s1^2 |kg|^2 + Y . (M Y + 2 s1 (Z kg^T) + 2 Z b1c) + ..., Y = [s1 A1; A2], M = Z Z^T.
-    z1 = v1c * first.norm4.weight
+    z1 = v1c * g1
     z1_mean = z1.mean(dim=-1)
     lift = torch.cat((z1 - z1_mean[..., None], v2 - v2_mean[..., None]), dim=1)  # (B, 2R, C)
-    rows = torch.empty((batch, 2 * rank, pixels), dtype=a2_rows.dtype, device=a2_rows.device)
-    torch.mul(a1_rows, s1[:, None], out=rows[:, :rank])
-    rows[:, rank:] = a2_rows
+    split = first_rows
+    rows = torch.empty((batch, split + rank, pixels), dtype=a2_rows.dtype, device=a2_rows.device)
+    torch.mul(a1_rows, s1[:, None], out=rows[:, :split])
+    rows[:, split:] = a2_rows
     gram = lift @ lift.transpose(1, 2)
-    gram[:, :rank, rank:] *= 2  # the symmetric gram's blocks: [M11 | 2 M12] and M22
+    gram[:, :split, split:] *= 2  # the symmetric gram's blocks: [M11 | 2 M12] and M22
     linear = 2 * (lift @ weights.bias_c)[..., None]
-    top = torch.baddbmm(linear[:, :rank], gram[:, :rank], rows)
-    top.addcmul_(_per_head(v_first, image.scaled_out1).reshape(batch, rank, pixels), s1[:, None], value=2)
-    bottom = torch.baddbmm(linear[:, rank:], gram[:, rank:, rank:], a2_rows)
+    scaled_cross = _per_head(v_first, image.scaled_out1).reshape(batch, rank, pixels)
+    if dense is not None:  # kg . (g1 map): the mask rows' share, (N, r)
+        squared = g1 * g1
+        scaled_map = keys @ (squared[:, None] * dense_map) - image.key_mean[:, None] * (squared @ dense_map)
+        scaled_map -= image.scaled_mean[:, None] * (g1 @ dense_map)
+        scaled_cross = torch.cat((scaled_cross, scaled_map.t().expand(batch, -1, -1)), dim=1)
+    top = torch.baddbmm(linear[:, :split], gram[:, :split], rows)
+    top.addcmul_(scaled_cross, s1[:, None], value=2)
+    bottom = torch.baddbmm(linear[:, split:], gram[:, split:, split:], a2_rows)
     bottom.addcmul_(_per_head(v, image.scaled_out2).reshape(batch, rank, pixels), s1[:, None], value=2)
-    square = (rows[:, :rank] * top).sum(dim=1) + (a2_rows * bottom).sum(dim=1)
+    square = (rows[:, :split] * top).sum(dim=1) + (a2_rows * bottom).sum(dim=1)
     square += s1 * (s1 * (image.second_square - 2 * image.scaled_g1 * shift1) + 2 * image.scaled_bias)
     s2 = torch.rsqrt((square + weights.bias_square) / channels + second.norm4.eps)
     means = torch.cat((z1_mean, v2_mean), dim=1)[:, None]

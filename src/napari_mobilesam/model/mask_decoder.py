@@ -91,8 +91,8 @@ class MaskDecoder(nn.Module):
 
         ``low_rank``: also the image's share of the later blocks
         (:class:`.low_rank_transformer.LowRankImage`, ~20 ms and ~26 MB), for
-        decoding prompts without image tokens of their own; False for a
-        context that only :meth:`prepare_with_masks` extends.
+        decoding prompts (mask prompts included, :meth:`prepare_with_masks`)
+        without image tokens of their own; worth it from a dozen prompts or so.
         """
         context = self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
         if context.keys.shape[0] != 1 or torch.is_grad_enabled():
@@ -121,7 +121,23 @@ class MaskDecoder(nn.Module):
         """
         *layers, last = mask_downscaling
         features = nn.Sequential(*layers)(masks)
+        if image_context.low_rank is not None and not torch.is_grad_enabled():
+            # Decoded in low rank: the mask's features join the first block's update (.low_rank_transformer).
+            flat = features.flatten(2)  # (B, r, N)
+            rows = torch.cat((flat, flat.new_ones(()).expand(flat.shape[0], 1, flat.shape[2])), dim=1)
+            dense_map = torch.cat((last.weight.flatten(1), last.bias[:, None]), dim=1)
+            return replace(image_context, dense_features=rows.transpose(1, 2), dense_map=dense_map, dense_in_keys=False)
         return self.transformer.add_dense(image_context, features, last.weight.flatten(1), last.bias)
+
+    def _dense_into_keys(self, context: ImageContext) -> ImageContext:
+        """A context whose mask addition is pending (``dense_in_keys`` False) with the addition made:
+        one image side per mask, for the path on image tokens."""
+        features = context.dense_features[..., :-1].transpose(1, 2)  # (B, r, N), without the ones column
+        side = int(round(features.shape[-1] ** 0.5))
+        features = features.reshape(features.shape[0], -1, side, side)
+        dense_map = context.dense_map
+        base = replace(context, dense_features=None, dense_map=None, low_rank=None, dense_in_keys=True)
+        return self.transformer.add_dense(base, features, dense_map[:, :-1], dense_map[:, -1])
 
     def decode(
         self,
@@ -143,6 +159,9 @@ class MaskDecoder(nn.Module):
         the CPU's cache where 64 prompts' worth would stream through memory.
         """
         batch = sparse_prompt_embeddings.shape[0]
+        low_rank = context.low_rank is not None and context.upscale_base is not None and not torch.is_grad_enabled()
+        if not context.dense_in_keys and not low_rank:
+            context = self._dense_into_keys(context)
         keys = context.keys
         count = self.num_multimask_outputs if multimask_output else 1
         side = 4 * int(round(keys.shape[1] ** 0.5))
@@ -150,10 +169,14 @@ class MaskDecoder(nn.Module):
         masks = torch.empty((batch, count, side, side), dtype=keys.dtype, device=keys.device)
         iou = torch.empty((batch, count), dtype=keys.dtype, device=keys.device)
         step = max(1, self.decode_chunk if keys.shape[0] == 1 else batch)  # one image side per mask prompt: one call
+        dense = context.dense_features
         for start in range(0, batch, step):
             stop = min(batch, start + step)
+            chunk = context
+            if dense is not None and dense.shape[0] > 1 and stop - start < dense.shape[0]:  # one mask per prompt
+                chunk = replace(context, dense_features=dense[start:stop])
             iou[start:stop] = self._decode(
-                context, sparse_prompt_embeddings[start:stop], multimask_output, min_iou, masks[start:stop]
+                chunk, sparse_prompt_embeddings[start:stop], multimask_output, min_iou, masks[start:stop]
             )
         return masks, iou
 

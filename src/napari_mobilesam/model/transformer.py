@@ -189,7 +189,10 @@ class ImageContext:
     those of the bare image plus ``dense_features @ dense_map.T`` (``(B, HW, r+1)``,
     ``(C, r+1)``), and ``upscale_base`` is the bare image's. ``low_rank``: the
     image's share of the later blocks' projections
-    (:class:`.low_rank_transformer.LowRankImage`), or None.
+    (:class:`.low_rank_transformer.LowRankImage`), or None. ``dense_in_keys``
+    False: the mask prompts' addition is not in ``keys`` (nor in the
+    projections) but pending, for the low-rank path to take into its factors
+    (:meth:`.mask_decoder.MaskDecoder.prepare_with_masks`).
     """
 
     keys: torch.Tensor
@@ -202,6 +205,7 @@ class ImageContext:
     dense_features: torch.Tensor | None = None
     dense_map: torch.Tensor | None = None
     low_rank: object | None = None
+    dense_in_keys: bool = True
 
 
 @dataclass(frozen=True)
