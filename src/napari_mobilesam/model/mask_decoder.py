@@ -37,6 +37,11 @@ def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, 
     return weight.permute(2, 3, 1, 0).reshape(kh * kw * weight.shape[1], weight.shape[0]), conv.bias.repeat(kh * kw)
 
 
+def _in_low_rank(context: ImageContext) -> bool:
+    """Whether prompts on ``context`` decode from factors (:mod:`.low_rank_transformer`), not image tokens."""
+    return context.low_rank is not None and context.upscale_base is not None and not torch.is_grad_enabled()
+
+
 class MaskDecoder(nn.Module):
     """Predicts 1 + ``num_multimask_outputs`` masks (256x256 logits) and their IoU."""
 
@@ -159,8 +164,7 @@ class MaskDecoder(nn.Module):
         the CPU's cache where 64 prompts' worth would stream through memory.
         """
         batch = sparse_prompt_embeddings.shape[0]
-        low_rank = context.low_rank is not None and context.upscale_base is not None and not torch.is_grad_enabled()
-        if not context.dense_in_keys and not low_rank:
+        if not context.dense_in_keys and not _in_low_rank(context):
             context = self._dense_into_keys(context)
         keys = context.keys
         count = self.num_multimask_outputs if multimask_output else 1
@@ -196,7 +200,7 @@ class MaskDecoder(nn.Module):
         mask_tokens = [1 + i for i in selected]
         transformer = self.transformer
         low_rank = None
-        if context.low_rank is not None and context.upscale_base is not None and not torch.is_grad_enabled():
+        if _in_low_rank(context):
             # A shared image prepared in low rank: no image tokens per prompt (see .low_rank_transformer).
             queries, src = low_rank_blocks(transformer, context, tokens)
             low_rank = HeadInputs(context.upscale_base, src.first, src.second)
