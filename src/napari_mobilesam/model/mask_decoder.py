@@ -235,11 +235,14 @@ class MaskDecoder(nn.Module):
         masks[~keep] = float("-inf")
         if bool(keep.any()):
             index = keep.nonzero()[:, 0]
-            src = src.select(index) if isinstance(src, LowRankPrompts) else src[index]
+            if isinstance(src, LowRankPrompts):  # the head reads the selected factors: selected once
+                src = src.select(index)
+                low_rank = HeadInputs(context.upscale_base, src.first, src.second)
+            else:
+                src = src[index]
+                low_rank = None if low_rank is None else low_rank.select(index)
             hs = final(queries[index], src, tokens[index], mask_tokens)
             kept = torch.empty((len(index), *masks.shape[1:]), dtype=masks.dtype, device=masks.device)
-            if low_rank is not None:
-                low_rank = low_rank.select(index)
             self._masks(hs, selected, kept, low_rank, src)
             masks[index] = kept
         return iou_pred
