@@ -80,6 +80,10 @@ def test_low_rank_head_with_mask_prompts(recipe_model, masks_count):
         sparse = _boxes_embedding(recipe_model, 3, seed=5)
         low_rank, iou = decoder.decode(context, sparse, True)
         direct, direct_iou = decoder.decode(replace(context, upscale_base=None), sparse, True)
+        # On image tokens (no low-rank blocks): the mask in the keys, its features as the head's extra columns.
+        on_tokens = decoder.prepare_with_masks(replace(bare, low_rank=None), prompt_encoder.mask_downscaling, masks)
+        assert on_tokens.dense_in_keys and on_tokens.dense_features is not None
+        columns, _ = decoder.decode(on_tokens, sparse, True)
         # Against the official order of work: the dense embedding added to the image first.
         official = decoder(
             features, prompt_encoder.get_dense_pe(), sparse, prompt_encoder.mask_downscaling(masks), True
@@ -87,3 +91,4 @@ def test_low_rank_head_with_mask_prompts(recipe_model, masks_count):
     torch.testing.assert_close(low_rank, direct, atol=5e-5, rtol=0)
     torch.testing.assert_close(iou, direct_iou)
     torch.testing.assert_close(low_rank, official[0], atol=1e-4, rtol=0)
+    torch.testing.assert_close(columns, direct, atol=5e-5, rtol=0)
