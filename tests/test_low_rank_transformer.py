@@ -106,3 +106,25 @@ def test_mask_prompts_in_low_rank_equal_the_image_token_path(recipe_model, count
         threshold = float(direct_iou.max(dim=1).values.min()) - 1e-3  # every prompt kept
         kept_masks, _ = decoder.decode(low, sparse, True, min_iou=threshold)
     torch.testing.assert_close(kept_masks, direct_masks, atol=1e-4, rtol=0)
+
+
+def test_the_low_rank_share_is_built_only_where_it_pays(recipe_model, monkeypatch):
+    """The CPU gets the low-rank share; a device where it does not pay (a GPU) decodes on image
+    tokens, with the same masks."""
+    from napari_mobilesam.model import mask_decoder
+
+    assert mask_decoder.low_rank_pays_on(torch.device("cpu"))
+    assert not mask_decoder.low_rank_pays_on(torch.device("cuda", 0))
+    assert not mask_decoder.low_rank_pays_on(torch.device("mps"))
+    decoder = recipe_model.mask_decoder
+    sparse = _tokens(recipe_model, "points", 3, seed=7)[:, 5:]
+    with torch.inference_mode():
+        context = _context(recipe_model)
+        masks, iou = decoder.decode(context, sparse, True)
+        monkeypatch.setattr(mask_decoder, "low_rank_pays_on", lambda device: False)
+        tokens_context = _context(recipe_model)
+        tokens_masks, tokens_iou = decoder.decode(tokens_context, sparse, True)
+    assert context.low_rank is not None
+    assert tokens_context.low_rank is None and tokens_context.upscale_base is not None
+    torch.testing.assert_close(tokens_masks, masks, atol=1e-4, rtol=0)
+    torch.testing.assert_close(tokens_iou, iou, atol=1e-5, rtol=0)

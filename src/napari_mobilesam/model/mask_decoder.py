@@ -37,6 +37,19 @@ def _transposed_conv_as_linear(conv: nn.ConvTranspose2d) -> tuple[torch.Tensor, 
     return weight.permute(2, 3, 1, 0).reshape(kh * kw * weight.shape[1], weight.shape[0]), conv.bias.repeat(kh * kw)
 
 
+def low_rank_pays_on(device: torch.device) -> bool:
+    """Whether the low-rank blocks are faster than image tokens on ``device``.
+
+    They trade ~720 MFLOP of large products per prompt for ~320 MFLOP in
+    ~110 narrow ones: a gain where arithmetic is scarce (2 CPU cores: a
+    click ~1.9 ms or 12 % faster, batches 8-20 %). On a GPU the products are
+    cheap and the extra kernel launches are not: an H200 decoded 10-90 %
+    slower in low rank over three runs (docs/benchmarks.md), so GPUs (and
+    MPS, likewise launch-bound) keep image tokens.
+    """
+    return device.type == "cpu"
+
+
 def _in_low_rank(context: ImageContext) -> bool:
     """Whether prompts on ``context`` decode from factors (:mod:`.low_rank_transformer`), not image tokens."""
     return context.low_rank is not None and context.upscale_base is not None and not torch.is_grad_enabled()
@@ -97,13 +110,14 @@ class MaskDecoder(nn.Module):
         ``low_rank``: also the image's share of the later blocks
         (:class:`.low_rank_transformer.LowRankImage`, ~20 ms and ~26 MB), for
         decoding prompts (mask prompts included, :meth:`prepare_with_masks`)
-        without image tokens of their own; worth it from a dozen prompts or so.
+        without image tokens of their own; worth it from a dozen prompts or so,
+        and on the CPU only (see :func:`low_rank_pays_on`).
         """
         context = self.transformer.prepare(image_embeddings + dense_prompt_embeddings, image_pe)
         if context.keys.shape[0] != 1 or torch.is_grad_enabled():
             return context  # one image side per prompt, or training: the head runs directly
         transformer = self.transformer
-        if low_rank and len(transformer.layers) == 2:
+        if low_rank and len(transformer.layers) == 2 and low_rank_pays_on(context.keys.device):
             low_rank = LowRankImage.build(transformer, context)
         else:
             low_rank = None
