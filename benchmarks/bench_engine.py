@@ -5,10 +5,13 @@ Usage (from the repo root, in the project's venv)::
     python benchmarks/bench_engine.py --official-python /path/to/official-venv/bin/python
 
 The official venv holds ``torch==2.14.1 torchvision==0.29.1 mobilesam-mirror timm``
-(see docs/benchmarks.md). Both implementations run as fresh processes,
-alternating round by round so that machine noise hits both alike; the report
-gives medians and the ratio official / ours, and checks that the two
-embeddings agree within the parity tolerance (1e-3).
+(see docs/benchmarks.md). Both implementations stay loaded in their own
+processes (``engine_worker.py``) and take turns, a few calls each, the order
+swapped every round: the machine's slow spells (seconds to a minute) then
+hit both alike. The report gives each side's median, the ratio of the
+medians and the median of the rounds' ratios (each round's official median
+over ours, taken next to each other), and checks that the two embeddings
+agree within the parity tolerance (1e-3).
 """
 
 from __future__ import annotations
@@ -28,63 +31,84 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "benchmarks" / "engine_worker.py"
 
 
-def run_worker(python: str, impl: str, weights: Path, threads: int, repeats: int, embedding_out: Path) -> dict:
-    cmd = [
-        python,
-        str(WORKER),
-        "--impl",
-        impl,
-        "--weights",
-        str(weights),
-        "--threads",
-        str(threads),
-        "--repeats",
-        str(repeats),
-        "--embedding-out",
-        str(embedding_out),
-    ]
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+class Worker:
+    """One implementation, loaded once in its own process, timing calls on request."""
+
+    def __init__(self, python: str, impl: str, weights: Path, threads: int, embedding_out: Path) -> None:
+        cmd = [python, str(WORKER), "--impl", impl, "--weights", str(weights), "--threads", str(threads)]
+        cmd += ["--embedding-out", str(embedding_out)]
+        env = dict(os.environ, PYTHONWARNINGS="ignore")
+        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        self.info = self._read()
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"benchmark worker exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def time(self, name: str, repeats: int) -> list[float]:
+        self.process.stdin.write(f"{name} {repeats}\n")
+        self.process.stdin.flush()
+        return self._read()["times"]
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.stdin.write("quit\n")
+            self.process.stdin.close()
+            self.process.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official-python", default=os.environ.get("OFFICIAL_PYTHON", "../venv_official/bin/python"))
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=40, help="click rounds (encoder rounds: a quarter)")
+    parser.add_argument("--per-round", type=int, default=5, help="clicks per implementation and round")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests"))
 
     from recipe import save_recipe_weights
 
-    results = {"ours": {"encoder_s": [], "click_s": []}, "official": {"encoder_s": [], "click_s": []}}
-    versions = {}
+    jobs = (("encoder", max(3, args.rounds // 4), 1), ("click", args.rounds, args.per_round))
+    times = {impl: {name: [] for name, _, _ in jobs} for impl in ("official", "ours")}
+    ratios = {name: [] for name, _, _ in jobs}
     with tempfile.TemporaryDirectory() as tmp:
         weights = save_recipe_weights(tmp)
-        for round_index in range(args.rounds):
+        workers = {}
+        try:
             for impl, python in (("official", args.official_python), ("ours", sys.executable)):
-                result = run_worker(python, impl, weights, args.threads, args.repeats, Path(tmp) / f"{impl}.npy")
-                versions[impl] = result["torch"]
-                for key in ("encoder_s", "click_s"):
-                    results[impl][key] += result[key]
-                print(
-                    f"round {round_index + 1} {impl:8s} encoder {statistics.median(result['encoder_s']) * 1e3:7.1f} ms"
-                    f"  click {statistics.median(result['click_s']) * 1e3:6.1f} ms",
-                    flush=True,
-                )
+                workers[impl] = Worker(python, impl, weights, args.threads, Path(tmp) / f"{impl}.npy")
+            for name, rounds, repeats in jobs:
+                for round_index in range(rounds):
+                    order = ("official", "ours") if round_index % 2 == 0 else ("ours", "official")
+                    medians = {}
+                    for impl in order:
+                        result = workers[impl].time(name, repeats)
+                        times[impl][name] += result
+                        medians[impl] = statistics.median(result)
+                    ratios[name].append(medians["official"] / medians["ours"])
+                    print(
+                        f"{name} round {round_index + 1:2d}: official {medians['official'] * 1e3:7.1f} ms"
+                        f"  ours {medians['ours'] * 1e3:7.1f} ms  {ratios[name][-1]:5.2f}x",
+                        flush=True,
+                    )
+        finally:
+            for worker in workers.values():
+                worker.close()
         diff = float(np.abs(np.load(Path(tmp) / "ours.npy") - np.load(Path(tmp) / "official.npy")).max())
 
+    versions = {impl: worker.info["torch"] for impl, worker in workers.items()}
     print(f"\nthreads={args.threads}, torch ours {versions['ours']}, official {versions['official']}")
     print(f"embedding max |ours - official| = {diff:.2e} (tolerance 1e-3)")
-    for key, label in (("encoder_s", "encoder, 1024x1024 input"), ("click_s", "one click, 3 masks at 512x512")):
-        ours = statistics.median(results["ours"][key])
-        official = statistics.median(results["official"][key])
+    for name, label in (("encoder", "encoder, 1024x1024 input"), ("click", "one click, 3 masks at 512x512")):
+        ours = statistics.median(times["ours"][name])
+        official = statistics.median(times["official"][name])
         print(
             f"{label:32s} official {official * 1e3:8.1f} ms   ours {ours * 1e3:8.1f} ms   "
-            f"speed-up {official / ours:5.2f}x"
+            f"speed-up {official / ours:5.2f}x (median of {len(ratios[name])} rounds' ratios "
+            f"{statistics.median(ratios[name]):5.2f}x)"
         )
 
 

@@ -1,15 +1,21 @@
-"""Times one implementation's encoder and one click; run by bench_engine.py.
+"""Times one implementation's encoder and one click; driven by bench_engine.py.
 
 Runs under either venv: ``--impl ours`` imports napari_mobilesam,
 ``--impl official`` imports the official ``mobile_sam`` package (installed
 only in the benchmark venv; never a dependency of this project).
-Prints one JSON line.
+
+A small server on stdin/stdout, so that bench_engine.py can keep both
+implementations loaded and alternate them call by call: after loading (and
+saving the embedding) it prints one JSON line ``{"impl", "torch"}``, then
+answers each line ``encoder N`` or ``click N`` with one JSON line
+``{"times": [...]}`` (N timed calls, seconds) until ``quit`` or end of input.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -20,9 +26,7 @@ DATA = Path(__file__).resolve().parents[1] / "tests" / "data"
 CLICK = (np.array([[263.66, 293.22]]), np.array([1]))
 
 
-def timed(fn, repeats: int, warmup: int) -> list[float]:
-    for _ in range(warmup):
-        fn()
+def timed(fn, repeats: int) -> list[float]:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -51,7 +55,6 @@ def main() -> None:
     parser.add_argument("--impl", choices=["ours", "official"], required=True)
     parser.add_argument("--weights", required=True)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--embedding-out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,17 +64,29 @@ def main() -> None:
         image, resized = ref["image"], ref["resized"]
     x = model.preprocess(torch.from_numpy(resized.copy()).permute(2, 0, 1)[None].float())
 
-    with torch.inference_mode():
-        encoder = timed(lambda: model.image_encoder(x), args.repeats, warmup=2)
-        embedding = model.image_encoder(x)
+    def encode():
+        with torch.inference_mode():
+            return model.image_encoder(x)
+
+    def click():
+        return predictor.predict(point_coords=CLICK[0], point_labels=CLICK[1])
+
+    embedding = encode()
     if args.embedding_out:
         np.save(args.embedding_out, embedding.numpy())
-
+    encode()  # warm-up
     predictor.set_image(image)
-    click = timed(lambda: predictor.predict(point_coords=CLICK[0], point_labels=CLICK[1]), args.repeats * 4, warmup=3)
-    masks, _, _ = predictor.predict(point_coords=CLICK[0], point_labels=CLICK[1])
+    masks, _, _ = click()
     assert masks.shape == (3, 512, 512)
-    print(json.dumps({"impl": args.impl, "torch": torch.__version__, "encoder_s": encoder, "click_s": click}))
+    for _ in range(3):
+        click()
+    calls = {"encoder": encode, "click": click}
+    print(json.dumps({"impl": args.impl, "torch": torch.__version__}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        name, repeats = line.split()
+        print(json.dumps({"times": timed(calls[name], int(repeats))}), flush=True)
 
 
 if __name__ == "__main__":
