@@ -245,9 +245,10 @@ class LowRankPrompts:
         lift = (self.lift @ weights.final_key).view(batch, -1, heads, d)
         through = torch.einsum("bfhd,brhd->bhfr", q, lift).reshape(batch, heads * count, -1)
         constant = torch.einsum("bfhd,hd->bhf", q, weights.final_key_bias).reshape(batch, -1, 1)
-        scores = torch.baddbmm(constant, through, self.rows).view(batch, heads, count, pixels)
         direct = _per_head(q, image.final_key_pe)
-        scores.addcmul_(direct[..., :pixels], s1).mul_(s2).add_(direct[..., pixels:])
+        scores = torch.addcmul(constant, direct[..., :pixels].reshape(batch, -1, pixels), s1[:, 0])
+        scores = scores.baddbmm_(through, self.rows).view(batch, heads, count, pixels)
+        scores.mul_(s2).add_(direct[..., pixels:])
         attention_weights = torch.softmax(scores, dim=-1).mul_(s2)  # (B, H, F, N), times s2
         first = (attention_weights * s1).transpose(0, 1).reshape(heads, batch * count, pixels)
         mixed = torch.bmm(attention_weights.view(batch, heads * count, pixels), self.rows.transpose(1, 2))
@@ -313,7 +314,8 @@ def low_rank_blocks(
     scores = _plus_dense(_per_head(k, context.image_to_token_q[0]), k, to_tokens.q_proj.weight, dense)
     a1_rows = torch.softmax(scores, dim=2).reshape(batch, rank, pixels)  # over each head's tokens
     v1 = _lifted_values(to_tokens, v_first)
-    # |k + A1 V1c|^2 = |k|^2 + 2 A1 . (k V1^T) + A1 . (V1c V1c^T A1), the bias's share of k V1^T folded in.
+    # |k + A1 V1c|^2 = |k|^2 + 2 A1 . (k V1^T) + A1 . (V1c V1c^T A1), the bias's share of k V1^T folded in
+    # (``cross`` is a new tensor: the quadratic form is summed into it in place).
     cross = _per_head(v_first, image.out1).reshape(batch, rank, pixels)
     if dense is not None:
         # The mask's features join the first update as more rows: weights [A1; F], values [V1; map^T].
@@ -327,7 +329,7 @@ def low_rank_blocks(
     v1_mean = v1.mean(dim=-1)
     v1c = v1 - v1_mean[..., None]
     shift1 = torch.bmm(v1_mean[:, None], a1_rows)[:, 0]  # the update's mean per pixel
-    square = (a1_rows * torch.baddbmm(cross, v1c @ v1c.transpose(1, 2), a1_rows, beta=2)).sum(dim=1)
+    square = cross.baddbmm_(v1c @ v1c.transpose(1, 2), a1_rows, beta=2).mul_(a1_rows).sum(dim=1)
     s1 = torch.rsqrt((image.first_square + square) / channels + first.norm4.eps)  # (B, N)
     scale1 = s1[:, None, None]
 
@@ -336,7 +338,8 @@ def low_rank_blocks(
         lift = (v1c @ weight).view(batch, first_rows, heads, -1)
         low = torch.einsum("bthd,brhd->bhtr", tokens, lift).reshape(batch, -1, first_rows)
         direct = _per_head(tokens, image_maps)
-        out = torch.baddbmm(direct[..., :pixels].reshape(batch, -1, pixels), low, a1_rows)
+        # In place (for one prompt a view into ``direct``): no copy of it into a new tensor.
+        out = direct[..., :pixels].reshape(batch, -1, pixels).baddbmm_(low, a1_rows)
         return out.view(direct.shape[:3] + (pixels,)).mul_(scale1).add_(direct[..., pixels:])
 
     # Block 2, token -> image: scores and the weighted sum of values from the factors.
@@ -383,11 +386,11 @@ def low_rank_blocks(
         scaled_map = keys @ (squared[:, None] * dense_map) - image.key_mean[:, None] * (squared @ dense_map)
         scaled_map -= image.scaled_mean[:, None] * (g1 @ dense_map)
         scaled_cross = torch.cat((scaled_cross, scaled_map.t().expand(batch, -1, -1)), dim=1)
-    top = torch.baddbmm(linear[:, :split], gram[:, :split], rows)
-    top.addcmul_(scaled_cross, s1[:, None], value=2)
-    bottom = torch.baddbmm(linear[:, split:], gram[:, split:, split:], a2_rows)
-    bottom.addcmul_(_per_head(v, image.scaled_out2).reshape(batch, rank, pixels), s1[:, None], value=2)
-    square = (rows[:, :split] * top).sum(dim=1) + (a2_rows * bottom).sum(dim=1)
+    # Each term's elementwise part first (one pass, a new tensor), then its product summed in place.
+    top = torch.addcmul(linear[:, :split], scaled_cross, s1[:, None], value=2).baddbmm_(gram[:, :split], rows)
+    bottom = _per_head(v, image.scaled_out2).reshape(batch, rank, pixels)
+    bottom = torch.addcmul(linear[:, split:], bottom, s1[:, None], value=2).baddbmm_(gram[:, split:, split:], a2_rows)
+    square = top.mul_(rows[:, :split]).sum(dim=1) + bottom.mul_(a2_rows).sum(dim=1)
     square += s1 * (s1 * (image.second_square - 2 * image.scaled_g1 * shift1) + 2 * image.scaled_bias)
     s2 = torch.rsqrt((square + weights.bias_square) / channels + second.norm4.eps)
     means = torch.cat((z1_mean, v2_mean), dim=1)[:, None]
