@@ -101,8 +101,9 @@ def main() -> None:
         out[f"{name}_iou_maxdiff"] = float((tok["cpu"][1] - tok["cuda"][1]).abs().max())
     torch.backends.cudnn.allow_tf32 = True
     # one click through predict (the benchmark's call), both devices
-    click = {d: p.predict(np.array([[200.0, 300.0]]), np.array([1]), return_logits=True) for d, p in preds.items()}
-    out["click_logits_maxdiff"] = float(np.abs(click["cpu"][0] - click["cuda"][0]).max())
+    click = (np.array([[200.0, 300.0]]), np.array([1]))
+    clicked = {d: p.predict(*click, return_logits=True) for d, p in preds.items()}
+    out["click_logits_maxdiff"] = float(np.abs(clicked["cpu"][0] - clicked["cuda"][0]).max())
     # end to end from the image, with encoding
     img = ref["image"]
     lab = {}
@@ -126,7 +127,6 @@ def main() -> None:
         torch.cuda.synchronize()
         out["gpu_encoder_ms"] = (time.perf_counter() - t) / 10 * 1000
     big = check_prompts(np.tile(grid[:, None], (4, 1, 1)), np.ones((4 * len(grid), 1), int), None, None, (512, 512))
-    click = (np.array([[200.0, 300.0]]), np.array([1]))
     low_rank = p._image_context()
     dense = m.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
     with torch.inference_mode():
