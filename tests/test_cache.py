@@ -348,10 +348,14 @@ def test_clear_and_sizes(tmp_path):
     assert cache.memory_bytes_used == 0 and cache.disk_bytes_used() > 0
     assert cache.embedding(predictor, image(5))[1] == "disk"
     (tmp_path / "unrelated.txt").write_text("kept")
+    (tmp_path / "mine.zarr").mkdir()  # a user's own zarr folder beside the stores (the cache folder was shared)
+    (tmp_path / "mine.zarr" / "data.txt").write_text("kept too")
+    (tmp_path / ".tmp-notes").write_text("and this")
     cache.clear()
     assert cache.memory_bytes_used == 0 and len(cache) == 0
     assert cache.disk_bytes_used() == 0
-    assert [p.name for p in tmp_path.iterdir()] == ["unrelated.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".tmp-notes", "mine.zarr", "unrelated.txt"]
+    assert (tmp_path / "mine.zarr" / "data.txt").read_text() == "kept too"
     assert cache.embedding(predictor, image(5))[1] == "computed"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,6 +174,52 @@ def test_overwrite_replaces(work):
     assert (tifffile.imread(root / "old.tif") == 99).all()
     segment(work, "stack.tif", "old.tif", "--overwrite")
     assert (tifffile.imread(root / "old.tif") != 99).all()
+
+
+def user_folder(path: Path) -> dict[str, bytes]:
+    """A folder of someone's files (as --overwrite might meet by a typo in -o); returns its content."""
+    (path / "sub").mkdir(parents=True)
+    files = {"notes.txt": b"my notes", "sub/a.txt": b"a", "thesis.docx": b"PK\x03\x04 chapter 1"}
+    for name, data in files.items():
+        (path / name).write_bytes(data)
+    return files
+
+
+@pytest.mark.parametrize("name", ["victim.tif", "victim.zarr"])
+def test_overwrite_never_deletes_a_folder_of_other_files(work, name):
+    """--overwrite replaces only what the tool could have written; a folder of a user's files is refused."""
+    root = work["root"] / f"overwrite-{name}"
+    root.mkdir()
+    files = user_folder(root / name)
+    out = run(work, "segment", work["root"] / "stack.tif", "-o", root / name, "--overwrite", "--weights", work["weights"],
+              *FAST, check=False)
+    assert_one_line_error(out, str(root / name), "Move or delete")
+    for relative, data in files.items():
+        assert (root / name / relative).read_bytes() == data
+    assert leftovers(root, name) == []  # no work folder, no temporary output
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [("victim.tif", b"PK\x03\x04 not a tiff"), ("victim.tiff", b""), ("victim.zarr", b"a file, not a folder")],
+)
+def test_overwrite_never_replaces_a_file_that_is_not_ours(work, name, content):
+    root = work["root"] / f"overwrite-file-{name}"
+    root.mkdir()
+    (root / name).write_bytes(content)
+    out = run(work, "segment", work["root"] / "stack.tif", "-o", root / name, "--overwrite", "--weights", work["weights"],
+              *FAST, check=False)
+    assert_one_line_error(out, str(root / name))
+    assert (root / name).read_bytes() == content and leftovers(root, name) == []
+
+
+def test_overwrite_replaces_its_own_zarr(work):
+    root = work["root"]
+    segment(work, "stack.tif", "own.zarr")
+    first = (root / "own.zarr" / "zarr.json").read_text()
+    segment(work, "stack.tif", "own.zarr", "--overwrite", "--sampler", "boxes")
+    assert (root / "own.zarr" / "zarr.json").read_text() != first  # replaced: other parameters recorded
+    shutil.rmtree(root / "own.zarr")
 
 
 def test_resume_after_interrupt_and_kill(work):

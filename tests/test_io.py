@@ -122,6 +122,54 @@ def test_existing_output_needs_overwrite(tmp_path, name):
     assert sorted(p.name for p in tmp_path.iterdir()) == [name]
 
 
+@pytest.mark.parametrize("name", ["labels.tif", "labels.zarr"])
+def test_overwrite_refuses_what_it_did_not_write(tmp_path, name):
+    """A folder of other files, a foreign zarr array, a file that is not a TIFF: refused, left whole."""
+    import zarr
+
+    target = tmp_path / name
+    (target / "sub").mkdir(parents=True)
+    (target / "notes.txt").write_text("mine")
+    (target / "sub" / "a.txt").write_text("mine too")
+    with pytest.raises(MobileSAMError, match="Move or delete"):
+        write_labels(target, [np.ones((4, 4))], (4, 4), overwrite=True)
+    assert (target / "notes.txt").read_text() == "mine" and (target / "sub" / "a.txt").read_text() == "mine too"
+
+    foreign = tmp_path / "foreign.zarr"
+    zarr.create_array(str(foreign), shape=(4, 4), dtype="int32")  # someone's array, without our attribute
+    with pytest.raises(MobileSAMError, match="not a labels array written by napari-mobilesam"):
+        check_output(foreign, overwrite=True)
+    not_tiff = tmp_path / "document.tif"
+    not_tiff.write_bytes(b"PK\x03\x04")
+    with pytest.raises(MobileSAMError, match="not a TIFF file"):
+        write_labels(not_tiff, [np.ones((4, 4))], (4, 4), overwrite=True)
+    assert not_tiff.read_bytes() == b"PK\x03\x04"
+
+
+@pytest.mark.parametrize("name", ["labels.tif", "labels.zarr"])
+def test_failed_overwrite_keeps_the_old_output(tmp_path, name):
+    write_labels(tmp_path / name, [np.full((4, 4), 5)], (4, 4))
+
+    def planes():
+        raise OSError(28, "No space left on device")
+        yield  # pragma: no cover
+
+    with pytest.raises(MobileSAMError, match="No space left"):
+        write_labels(tmp_path / name, planes(), (4, 4), overwrite=True)
+    assert (read_labels(tmp_path / name) == 5).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_work_folder_of_someone_else_is_left_alone(tmp_path):
+    partial = SliceStore.path_for(tmp_path / "labels.tif")
+    partial.mkdir()
+    (partial / "notes.txt").write_text("mine")
+    for resume in (True, False):
+        with pytest.raises(MobileSAMError, match="not a work folder of napari-mobilesam"):
+            SliceStore.open(tmp_path / "labels.tif", {}, n_slices=1, plane_shape=(4, 4), resume=resume)
+    assert (partial / "notes.txt").read_text() == "mine"
+
+
 def test_check_output(tmp_path):
     with pytest.raises(MobileSAMError, match=r"\.tif, \.tiff or \.zarr"):
         check_output(tmp_path / "labels.png")

@@ -40,6 +40,7 @@ from .cache_store import STORE_VERSION as STORE_VERSION
 from .cache_store import (
     CorruptSliceError,
     create_store,
+    is_own_entry,
     open_features,
     read_slice,
     remove_path,
@@ -258,7 +259,8 @@ class EmbeddingCache:
         if disk and directory is not None:
             with self._disk_lock:
                 for entry in store_entries(directory):
-                    remove_path(entry)
+                    if is_own_entry(entry):  # a user's files in the same folder are never deleted
+                        remove_path(entry)
 
     @property
     def memory_bytes_used(self) -> int:

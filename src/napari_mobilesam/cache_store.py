@@ -65,10 +65,27 @@ def store_entries(directory: Path) -> list[Path]:
     return [entry for entry in entries if entry.name.endswith(".zarr") or entry.name.startswith(TMP_PREFIX)]
 
 
+def is_own_entry(entry: Path) -> bool:
+    """Whether ``entry`` of :func:`store_entries` is a store (or a store being built) of this cache.
+
+    Stores carry this format's attribute; stores being built have our
+    ``.tmp-<uuid>`` names. Anything else in the folder is someone else's.
+    """
+    if entry.is_symlink():
+        return False
+    if re.fullmatch(rf"{re.escape(TMP_PREFIX)}[0-9a-f]{{32}}\.zarr", entry.name):
+        return True
+    try:
+        meta = json.loads((entry / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (meta.get("attributes", {}).get(_ATTR) or {}).get("format") == STORE_FORMAT
+
+
 def store_bytes(directory: Path) -> int:
-    """Bytes of the files of :func:`store_entries` in ``directory``."""
+    """Bytes of this cache's stores in ``directory`` (entries that :func:`is_own_entry` recognises)."""
     total = 0
-    for entry in store_entries(directory):
+    for entry in filter(is_own_entry, store_entries(directory)):
         paths = [entry] if entry.is_file() else entry.rglob("*")
         for path in paths:
             try:

@@ -40,8 +40,9 @@ def check_output(path: str | os.PathLike, overwrite: bool = False, input_path: s
     output_format(path)
     if input_path is not None and path == Path(input_path).expanduser().absolute():
         raise MobileSAMError(f"The output {path} is the input; choose another name for the labels.")
-    if path.exists() and not overwrite:
+    if (path.exists() or path.is_symlink()) and not overwrite:
         raise MobileSAMError(f"{path} already exists; pass --overwrite to replace it, or choose another name.")
+    check_replaceable(path)
     if not path.parent.is_dir():
         raise MobileSAMError(f"Cannot write {path}: the folder {path.parent} does not exist.")
     if not os.access(path.parent, os.W_OK):
@@ -122,15 +123,19 @@ def _write_zarr(path: Path, planes, shape, attributes) -> None:
     import zarr
 
     chunks = (1,) * (len(shape) - 2) + tuple(shape[-2:])
-    array = zarr.create_array(
-        str(path), shape=shape, chunks=chunks, dtype="int32", fill_value=0, attributes=attributes or {}
-    )
+    # Always our attribute: it is what lets a later --overwrite recognise the array as ours.
+    attributes = {LABELS_ATTRIBUTE: {}, **(attributes or {})}
+    array = zarr.create_array(str(path), shape=shape, chunks=chunks, dtype="int32", fill_value=0, attributes=attributes)
     for flat, plane in enumerate(_checked_planes(planes, shape)):
         array[np.unravel_index(flat, shape[:-2]) if len(shape) > 2 else ...] = plane
 
 
 def _replace(temporary: Path, path: Path) -> None:
-    """Move ``temporary`` to ``path``; an existing output is moved aside first and deleted after."""
+    """Move ``temporary`` to ``path``; an existing output is moved aside first and deleted after.
+
+    What is there is checked again (:func:`check_replaceable`): it may have changed during a long run.
+    """
+    check_replaceable(path)
     if path.exists() and (path.is_dir() or temporary.is_dir()):
         old = path.with_name(f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}-{path.name}")
         os.rename(path, old)
@@ -142,6 +147,59 @@ def _replace(temporary: Path, path: Path) -> None:
         remove_path(old)
     else:
         os.replace(temporary, path)
+
+
+# -- what --overwrite may replace --------------------------------------------------
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+LABELS_ATTRIBUTE = "napari_mobilesam"  # every labels zarr we write carries it
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise unless ``path`` is missing or is an output this tool could have written.
+
+    ``--overwrite`` replaces only a TIFF file (by its content, not its name) or
+    a zarr array carrying our ``napari_mobilesam`` attribute and nothing but
+    zarr's own files; a folder of anything else, a link or a non-TIFF file is
+    refused, so a typo in ``-o`` can never delete a user's data.
+    """
+    if not (path.exists() or path.is_symlink()):
+        return
+    refuse = (
+        f"--overwrite replaces only a labels file written by napari-mobilesam. Move or delete {path} yourself, "
+        "or choose another output name."
+    )
+    if path.is_symlink():
+        raise MobileSAMError(f"{path} is a link. {refuse}")
+    kind = output_format(path)
+    if kind == "tiff":
+        if not path.is_file():
+            raise MobileSAMError(f"{path} is a folder, not a TIFF file. {refuse}")
+        with open(path, "rb") as file:
+            head = file.read(4)
+        if head not in _TIFF_MAGIC:
+            raise MobileSAMError(f"{path} is not a TIFF file (its content is something else). {refuse}")
+        return
+    if not path.is_dir():
+        raise MobileSAMError(f"{path} is a file, not a zarr array. {refuse}")
+    reason = _foreign_zarr(path)
+    if reason:
+        raise MobileSAMError(f"{path} {reason}. {refuse}")
+
+
+def _foreign_zarr(path: Path) -> str | None:
+    """Why the folder ``path`` is not a labels zarr array of ours, or None when it is."""
+    others = sorted(entry.name for entry in path.iterdir() if entry.name not in ("zarr.json", "c"))
+    if others:
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        return f"holds files that napari-mobilesam does not write ({', '.join(others[:3])}{more})"
+    try:
+        meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "is not a zarr array (no readable zarr.json)"
+    if meta.get("node_type") != "array" or not isinstance(meta.get("attributes", {}).get(LABELS_ATTRIBUTE), dict):
+        return "is not a labels array written by napari-mobilesam"
+    return None
 
 
 def temporary_path(path: Path) -> Path:

@@ -56,7 +56,12 @@ class SliceStore:
         path = cls.path_for(Path(output).absolute())
         fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
         shape = (int(n_slices), *map(int, plane_shape))
-        if path.exists():
+        if path.exists() or path.is_symlink():
+            if not cls.is_ours(path):
+                raise MobileSAMError(
+                    f"{path} exists but is not a work folder of napari-mobilesam, so it is left alone. Move or "
+                    "delete it yourself, or choose another output name."
+                )
             if resume:
                 try:
                     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
@@ -80,6 +85,15 @@ class SliceStore:
         finally:
             remove_path(staging)
         return cls(path, zarr.open_group(str(path), mode="r+", zarr_format=3)["slices"])
+
+    @classmethod
+    def is_ours(cls, path: Path) -> bool:
+        """Whether ``path`` is a work folder this class made (the only kind it ever deletes)."""
+        try:
+            meta = json.loads((path / "zarr.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return not path.is_symlink() and isinstance(meta.get("attributes", {}).get(cls.FORMAT), dict)
 
     def done(self) -> set[int]:
         """Slice indices whose labels are stored."""
