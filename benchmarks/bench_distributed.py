@@ -7,7 +7,7 @@ Usage (from the repo root, in the project's venv)::
 
 The stack is the synthetic nuclei stack (``30 x 512 x 512`` uint16 by
 default), written to a TIFF and segmented with the ``segment`` command's own
-code path (:func:`napari_mobilesam.distributed.segment_to_file`), disk cache
+code path (:func:`napari_mobilesam.runners.slices.segment_to_file`), disk cache
 off so that every slice is encoded. Every configuration gets the machine's
 cores: in-process, torch uses all of them; with ``N`` workers each worker
 gets ``cores / N`` threads. Reported per configuration:
@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_config(image, output: Path, job, workers: int | None) -> dict:
-    from napari_mobilesam.distributed import segment_to_file
-    from napari_mobilesam.io import read_labels
+    from napari_mobilesam.io.labels import read_labels
+    from napari_mobilesam.runners.slices import segment_to_file
 
     stamps: list[float] = []
 
@@ -68,8 +68,8 @@ def main() -> None:
     import torch
 
     from napari_mobilesam._sample_data import synthetic_nuclei
-    from napari_mobilesam.distributed import SliceJob
-    from napari_mobilesam.io import read_image
+    from napari_mobilesam.io.images import read_image
+    from napari_mobilesam.runners.slices import SliceJob
 
     cores = os.cpu_count() or 1
     results = []

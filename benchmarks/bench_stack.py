@@ -26,7 +26,7 @@ pipeline would cost nothing):
 - **cold**: a new disk cache in a fresh temporary folder: every slice is
   encoded and its embedding written (zarr, 4 MiB per slice);
 - **warm (memory)**: the same call again on the same cache;
-- **warm (disk)**: a new :class:`~napari_mobilesam.cache.EmbeddingCache` on the
+- **warm (disk)**: a new :class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache` on the
   same folder, as a new session would (read and checksum 4 MiB per slice).
 
 The warm runs must give the cold run's labels. Building the model is not
@@ -77,7 +77,7 @@ def make_stack(source: str, slices: int, size: int) -> np.ndarray:
 
 
 def timed_run(stack, model, cache, args) -> tuple[np.ndarray, dict]:
-    from napari_mobilesam.stack import segment_stack
+    from napari_mobilesam.segment.stack import segment_stack
 
     load_before = os.getloadavg()[0]
     stats_before = dict(cache.stats)
@@ -116,9 +116,9 @@ def main() -> None:
     import torch
 
     from napari_mobilesam import load_model
-    from napari_mobilesam.cache import EmbeddingCache
-    from napari_mobilesam.preprocessing import to_uint8_rgb
-    from napari_mobilesam.proposals import ForegroundBoxProposer
+    from napari_mobilesam.cache.embedding_cache import EmbeddingCache
+    from napari_mobilesam.engine.preprocessing import to_uint8_rgb
+    from napari_mobilesam.segment.box_proposals import ForegroundBoxProposer
     from recipe import save_recipe_weights
 
     torch.set_num_threads(args.threads)

@@ -96,7 +96,7 @@ def main() -> None:
 
     from napari_mobilesam._qt import session as session_module
     from napari_mobilesam._sample_data import nuclei_2d
-    from napari_mobilesam.cache import EmbeddingCache
+    from napari_mobilesam.cache.embedding_cache import EmbeddingCache
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-widget-"))
     model = None
@@ -148,8 +148,8 @@ def main() -> None:
             preview_times.append((shown[-1] - start) * 1000)
 
     # The same decode without the widget, for the share that is the engine's.
-    from napari_mobilesam._qt.decoding import decode_objects
-    from napari_mobilesam._qt.prompt_objects import objects_from_prompts
+    from napari_mobilesam.interactive.decoding import decode_objects
+    from napari_mobilesam.interactive.prompt_objects import objects_from_prompts
 
     predictor = session.predictor()
     predictor.set_embedding(widget._encoded.embedding)

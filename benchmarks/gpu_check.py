@@ -37,9 +37,9 @@ def _median_ms(call, repeat: int = 5) -> float:
 def main() -> None:
     sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
     from napari_mobilesam import ImageEmbedding, Predictor
-    from napari_mobilesam.everything import point_grid, segment_everything
+    from napari_mobilesam.engine.prompts import check_prompts
     from napari_mobilesam.model import build_mobile_sam
-    from napari_mobilesam.prompts import check_prompts
+    from napari_mobilesam.segment.everything import point_grid, segment_everything
     from recipe import recipe_state_dict
 
     out = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}

@@ -24,8 +24,8 @@ def main() -> None:
 
     from napari_mobilesam._qt import session as session_module
     from napari_mobilesam._sample_data import nuclei_2d
-    from napari_mobilesam.cache import EmbeddingCache
-    from napari_mobilesam.everything_settings import EverythingSettings
+    from napari_mobilesam.cache.embedding_cache import EmbeddingCache
+    from napari_mobilesam.interactive.settings import EverythingSettings
     from napari_mobilesam.model import build_mobile_sam
     from recipe import recipe_state_dict
 

@@ -37,7 +37,7 @@ def main() -> None:
 
     from napari_mobilesam._qt import session as session_module
     from napari_mobilesam._sample_data import nuclei_2d, nuclei_3d
-    from napari_mobilesam.cache import EmbeddingCache
+    from napari_mobilesam.cache.embedding_cache import EmbeddingCache
     from napari_mobilesam.model import build_mobile_sam
     from recipe import recipe_state_dict
 

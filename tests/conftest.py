@@ -1,12 +1,37 @@
-"""Shared fixtures: the recipe-weights model (built once per session)."""
+"""Shared fixtures (the recipe-weights model, built once per session) and the test markers.
+
+Markers (see ``pyproject.toml``), set here by where a test lives so a developer
+can run the core alone: ``pytest -m "not gui and not dask and not slow"``.
+
+- ``gui``: a real napari window (``tests/_qt``);
+- ``dask``: a dask.distributed cluster (``tests/runners/test_dask_cluster.py``);
+- ``parity``: against the official implementations' outputs (``tests/model/test_parity.py``
+  and tests marked in their modules);
+- ``slow``: runs the command line as a subprocess, or whole pipelines at full size.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+# Fixtures shared across folders: the command line's work folder (``work``), the GUI's display and session.
+pytest_plugins = ["support.cli_runs", "support.gui"]
+
+_TESTS = Path(__file__).parent
+_BY_PATH = {"_qt": "gui", "runners/test_dask_cluster.py": "dask", "model/test_parity.py": "parity", "cli": "slow"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        relative = Path(item.path).relative_to(_TESTS).as_posix()
+        for prefix, marker in _BY_PATH.items():
+            if relative == prefix or relative.startswith(prefix + "/"):
+                item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

@@ -26,7 +26,7 @@ import napari_mobilesam
 ROOT = Path(__file__).resolve().parents[1]
 EXEMPT = {"__version__", "MobileSAMError"}
 # Modules of this package whose doctests run too (beyond the exported names).
-DOCTEST_MODULES = ["napari_mobilesam.io"]
+DOCTEST_MODULES = ["napari_mobilesam.io.images", "napari_mobilesam.io.labels"]
 
 
 def literal_examples(doc: str) -> list[str]:
@@ -90,9 +90,12 @@ class Viewer:
 
 
 @pytest.fixture
-def session(recipe_model, tmp_path, monkeypatch):
+def session(recipe_model, tmp_path, monkeypatch, request):
     """The namespace examples run in, with downloads and full-size prompt grids replaced."""
-    from napari_mobilesam import cache, everything, weights
+    from napari_mobilesam.cache.embedding_cache import EmbeddingCache
+    from napari_mobilesam.engine import weights
+    from napari_mobilesam.engine.session import Session, set_default_session
+    from napari_mobilesam.segment import params
 
     weights_file = tmp_path / "mobile_sam.pt"
     weights_file.write_bytes(b"stand-in")
@@ -107,15 +110,15 @@ def session(recipe_model, tmp_path, monkeypatch):
     for module in (weights, napari_mobilesam):
         monkeypatch.setattr(module, "load_model", fake_load_model, raising=False)
         monkeypatch.setattr(module, "download_weights", fake_download_weights, raising=False)
-    memory_only = cache.EmbeddingCache(directory=None)
-    monkeypatch.setattr(cache, "shared_cache", lambda: memory_only)
-    original = everything.EverythingParams.from_kwargs.__func__
+    previous = set_default_session(Session(recipe_model, EmbeddingCache(directory=None)))
+    request.addfinalizer(lambda: set_default_session(previous))
+    original = params.EverythingParams.from_kwargs.__func__
 
-    def capped(cls, **params):
-        params["points_per_side"] = min(int(params.get("points_per_side", 32)), 4)
-        return original(cls, **params)
+    def capped(cls, **settings):
+        settings["points_per_side"] = min(int(settings.get("points_per_side", 32)), 4)
+        return original(cls, **settings)
 
-    monkeypatch.setattr(everything.EverythingParams, "from_kwargs", classmethod(capped))
+    monkeypatch.setattr(params.EverythingParams, "from_kwargs", classmethod(capped))
 
     rng = np.random.default_rng(0)
     image = rng.normal(300, 30, (128, 160)).clip(0).astype(np.uint16)

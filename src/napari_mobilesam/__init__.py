@@ -22,14 +22,14 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "MobileSAMError": "errors",
-    "load_model": "weights",
-    "download_weights": "weights",
-    "Predictor": "predictor",
-    "ImageEmbedding": "embedding",
-    "EmbeddingCache": "cache",
-    "segment_everything": "everything",
-    "segment_stack": "stack",
-    "segment_from_prompts": "prompt_stack",
+    "load_model": "engine.weights",
+    "download_weights": "engine.weights",
+    "Predictor": "engine.predictor",
+    "ImageEmbedding": "engine.embedding",
+    "EmbeddingCache": "cache.embedding_cache",
+    "segment_everything": "segment.everything",
+    "segment_stack": "segment.stack",
+    "segment_from_prompts": "segment.stack_prompts",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -50,10 +50,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     # ruff: noqa: F401
-    from .embedding import ImageEmbedding
+    from .engine.embedding import ImageEmbedding
+    from .engine.predictor import Predictor
+    from .engine.weights import download_weights, load_model
     from .errors import MobileSAMError
-    from .everything import segment_everything
-    from .predictor import Predictor
-    from .prompt_stack import segment_from_prompts
-    from .stack import segment_stack
-    from .weights import download_weights, load_model
+    from .segment.everything import segment_everything
+    from .segment.stack import segment_stack
+    from .segment.stack_prompts import segment_from_prompts

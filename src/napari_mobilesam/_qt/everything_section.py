@@ -9,7 +9,7 @@ Labels layer is picked in the widget, the linked result is then written into
 it (one undo step, same overwrite rule) and the temporary layer removed.
 
 Every change of a control becomes the last-used settings
-(:mod:`napari_mobilesam.everything_settings`) that the menu command uses.
+(:mod:`napari_mobilesam.interactive.settings`) that the menu command uses.
 """
 
 from __future__ import annotations
@@ -34,11 +34,12 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
-from .. import slicing
 from ..errors import MobileSAMError
-from ..everything_settings import EverythingSettings, last_used, remember
+from ..interactive import planes as slicing
+from ..interactive.settings import last_used, remember
+from ..segment.params import EverythingParams
 from . import labels_output
-from .encoder import Failed
+from .encode_scheduler import Failed
 from .layer_plane import LayerPlane, current_plane
 from .notify import report
 from .stack_command import StackRun, guarded
@@ -46,63 +47,20 @@ from .stack_command import StackRun, guarded
 SAMPLERS = {"grid": "Point grid (SAM)", "boxes": "Box proposals (MobileSAMv2)"}
 
 
-def everything_on_plane(session, plane: LayerPlane, settings: EverythingSettings) -> Generator:
+def everything_on_plane(session, plane: LayerPlane, settings: EverythingParams) -> Generator:
     """Worker generator: yields ``(steps done, steps in total)``, returns ``(H, W)`` int32 labels at full resolution.
 
     The embedding comes from the session's cache (the widget has usually computed it already).
     """
-    from ..everything import EverythingSegmenter
-    from ..predictor import Predictor
+    from ..segment.everything import EverythingSegmenter
 
     yield 0, 0
     # A predictor of its own over the shared model: the widget's keeps its current image and prompts.
-    predictor = Predictor(session.predictor().model)
+    predictor = session.new_predictor()
     pixels, embedding, _source = plane.embedding(session.cache, predictor)
-    segmenter = EverythingSegmenter(sampler=settings.sampler, predictor=predictor, **settings.params())
+    segmenter = EverythingSegmenter(sampler=settings.sampler, predictor=predictor, **settings.kwargs())
     labels = yield from segmenter.steps(embedding, image=pixels, contrast_limits=plane.contrast_limits)
     return slicing.upsample_mask(labels, plane.full_plane_shape)
-
-
-def paint_label_image(layer, labels: np.ndarray, where: tuple, overwrite: bool = False) -> list[int]:
-    """Write the label image ``labels`` into ``layer.data[where]`` as one undo step.
-
-    ``where`` indexes the part written: an int per axis that is fixed and
-    ``slice(None)`` per axis that ``labels`` spans (``()``: the whole layer).
-    Objects get new ids above the layer's largest (in the order of their ids
-    in ``labels``); without ``overwrite`` only background (0) is painted, and
-    an object left without pixels gets no id. Returns the new ids.
-    """
-    current = np.asarray(layer.data[where])
-    labels = np.asarray(labels)
-    if current.shape != labels.shape:
-        raise MobileSAMError(
-            f"Labels of shape {labels.shape} do not fit {current.shape} of layer {layer.name!r}; pick a Labels "
-            "layer of the image's shape, or none to have one made."
-        )
-    region = labels > 0
-    if not overwrite:
-        region &= current == 0
-    old_ids, inverse = np.unique(labels[region], return_inverse=True)
-    if not len(old_ids):
-        return []
-    start = int(np.max(layer.data)) + 1
-    last = start + len(old_ids) - 1
-    dtype = np.dtype(layer.data.dtype)
-    if np.issubdtype(dtype, np.integer) and last > np.iinfo(dtype).max:
-        raise MobileSAMError(
-            f"Labels layer {layer.name!r} stores {dtype} ids (at most {np.iinfo(dtype).max}) but needs ids up to "
-            f"{last}; pick another Labels layer, or none to have one made."
-        )
-    spanned = iter(np.nonzero(region))
-    indices = []
-    for axis in range(layer.data.ndim):
-        fixed = where[axis] if axis < len(where) else slice(None)
-        if isinstance(fixed, slice):
-            indices.append(next(spanned))
-        else:
-            indices.append(np.full(len(inverse), int(fixed), dtype=np.intp))
-    layer.data_setitem(tuple(indices), (start + inverse.ravel()).astype(dtype))
-    return list(range(start, last + 1))
 
 
 def _objects(count: int) -> str:
@@ -184,9 +142,9 @@ class EverythingSection(QGroupBox):
 
     # -- settings ----------------------------------------------------------------
 
-    def settings(self) -> EverythingSettings:
+    def settings(self) -> EverythingParams:
         """The settings shown."""
-        return EverythingSettings(
+        return EverythingParams(
             sampler=self.sampler.currentData(),
             points_per_side=self.points_per_side.value(),
             pred_iou_thresh=round(self.pred_iou_thresh.value(), 4),
@@ -195,7 +153,7 @@ class EverythingSection(QGroupBox):
             min_mask_region_area=self.min_mask_region_area.value(),
         )
 
-    def set_settings(self, settings: EverythingSettings) -> None:
+    def set_settings(self, settings: EverythingParams) -> None:
         """Show ``settings`` (and make them the last-used ones)."""
         index = self.sampler.findData(settings.sampler)
         if index < 0:
@@ -276,7 +234,7 @@ class EverythingSection(QGroupBox):
                 widget.viewer.add_layer(target)
             if target is None:
                 return
-            ids = paint_label_image(target, labels, slicing.plane_index(plane.steps), widget.overwrite)
+            ids = labels_output.paint_into_layer(target, labels, slicing.plane_index(plane.steps), widget.overwrite)
         except MobileSAMError as error:
             report(error, "writing the labels")
             return
@@ -325,7 +283,7 @@ class EverythingSection(QGroupBox):
         text = f"{run.image.name}: {run.slices_done} of {run.n_slices} slices"
         if target is not None and target in layers and run.layer in layers:
             try:
-                ids = paint_label_image(target, run.layer.data, (), overwrite)
+                ids = labels_output.paint_into_layer(target, run.layer.data, (), overwrite)
             except MobileSAMError as error:
                 report(error, "writing the labels")
                 return

@@ -14,12 +14,12 @@ from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
 from ..errors import MobileSAMError
+from ..interactive.decoding import Decoded
+from ..interactive.prompt_objects import objects_from_prompts
 from . import preview, prompt_layers
-from .decoder import DecodeJob, run_job
-from .decoding import Decoded
+from .decode_scheduler import DecodeJob, run_job
 from .layer_plane import LayerPlane
 from .notify import report
-from .prompt_objects import objects_from_prompts
 from .prompt_reading import boxes_on_plane, points_on_plane, prompt_signature
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Labels
 
-from .. import slicing
 from ..errors import MobileSAMError
+from ..interactive import planes as slicing
+from ..interactive.labels_painter import masks_to_label_image, plan_painting
 from .layer_plane import LayerPlane, spatial_shape
 
 
@@ -35,40 +36,43 @@ def check_labels_fit(labels, image) -> None:
         )
 
 
-def write_masks(labels, masks: np.ndarray, plane: LayerPlane, overwrite: bool = False) -> list[int]:
-    """Paint ``(N, h, w)`` bool masks of ``plane`` into ``labels`` with new ids ``max + 1, max + 2, ...``.
+def paint_into_layer(layer, labels: np.ndarray, where: tuple = (), overwrite: bool = False) -> list[int]:
+    """Write the label image ``labels`` into ``layer.data[where]`` as one undo step; returns the new ids.
 
-    Without ``overwrite`` only background (0) pixels are painted, and an object
-    does not paint over an earlier object of the same accept. Masks of a
-    multiscale level are resized to full resolution. All objects are one step
-    of the layer's undo history. Returns the ids used (empty masks use none).
+    ``where`` indexes the part written: an int per axis that is fixed and
+    ``slice(None)`` per axis that ``labels`` spans (``()``: the whole layer).
+    The rule (new ids, background only unless ``overwrite``) is
+    :func:`~napari_mobilesam.interactive.labels_painter.plan_painting`'s.
+    """
+    current = np.asarray(layer.data[where])
+    first_id = int(np.max(layer.data)) + 1 if layer.data.size else 1
+    painting = plan_painting(
+        current,
+        labels,
+        first_id=first_id,
+        dtype=layer.data.dtype,
+        overwrite=overwrite,
+        target_name=f"Labels layer {layer.name!r}",
+    )
+    if not painting.ids:
+        return []
+    spanned = iter(painting.indices)
+    indices = []
+    for axis in range(layer.data.ndim):
+        fixed = where[axis] if axis < len(where) else slice(None)
+        if isinstance(fixed, slice):
+            indices.append(next(spanned))
+        else:
+            indices.append(np.full(len(painting.values), int(fixed), dtype=np.intp))
+    layer.data_setitem(tuple(indices), painting.values)
+    return painting.ids
+
+
+def write_masks(labels, masks: np.ndarray, plane: LayerPlane, overwrite: bool = False) -> list[int]:
+    """Paint ``(N, h, w)`` bool masks of ``plane`` into the Labels layer ``labels`` (later masks on top).
+
+    Masks of a multiscale level are resized to full resolution; see
+    :func:`paint_into_layer` for the ids and the overwrite rule.
     """
     masks = slicing.upsample_mask(np.asarray(masks, dtype=bool), plane.full_plane_shape)
-    index = slicing.plane_index(plane.steps)
-    current = np.asarray(labels.data[index])
-    next_id = int(np.max(labels.data)) + 1 if labels.data.size else 1
-    painted = np.zeros(current.shape, dtype=np.int64)
-    ids = []
-    for mask in masks:
-        region = mask.copy()
-        if not overwrite:
-            region &= (current == 0) & (painted == 0)
-        if not region.any():
-            continue
-        painted[region] = next_id
-        ids.append(next_id)
-        next_id += 1
-    if not ids:
-        return ids
-    rows, columns = np.nonzero(painted)
-    row_axis, column_axis = plane.displayed
-    indices = []
-    for axis, step in enumerate(plane.steps):
-        if axis == row_axis:
-            indices.append(rows)
-        elif axis == column_axis:
-            indices.append(columns)
-        else:
-            indices.append(np.full(len(rows), step, dtype=np.intp))
-    labels.data_setitem(tuple(indices), painted[rows, columns].astype(labels.data.dtype))
-    return ids
+    return paint_into_layer(labels, masks_to_label_image(masks), slicing.plane_index(plane.steps), overwrite)

@@ -1,4 +1,4 @@
-"""Which plane of an image layer is on screen: from napari's layer and dims to :mod:`napari_mobilesam.slicing`."""
+"""Which plane of an image layer is on screen: from napari's layer and dims to :mod:`napari_mobilesam.interactive.planes`."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import slicing
 from ..errors import MobileSAMError
+from ..interactive import planes as slicing
 
 
 @dataclass(frozen=True, eq=False)
@@ -16,7 +16,7 @@ class LayerPlane:
     """The 2D plane of ``layer`` that is segmented, and where it lies.
 
     ``steps``: per spatial axis of the layer, the plane's index or ``None`` on the
-    two displayed axes (see :mod:`napari_mobilesam.slicing`). ``level``: the
+    two displayed axes (see :mod:`napari_mobilesam.interactive.planes`). ``level``: the
     multiscale level read (0 otherwise), ``factors`` its downsampling per axis.
     ``plane_shape``: ``(H, W)`` pixels of the plane as read; ``full_plane_shape``: at level 0.
     """
@@ -112,7 +112,7 @@ def layer_displayed_axes(viewer, layer) -> tuple[int, int]:
 def world_affine(layer) -> np.ndarray:
     """The ``(D+1, D+1)`` matrix ``A`` with world = ``A(scale * data + translate)`` for ``layer``.
 
-    The convention of :func:`napari_mobilesam.slicing.world_to_data`. napari
+    The convention of :func:`napari_mobilesam.interactive.planes.world_to_data`. napari
     also applies the layer's ``rotate`` and ``shear`` (between scaling and
     translating) before its ``affine``; they are folded in here, so that
     rotated or sheared layers map exactly as napari draws them.

@@ -10,9 +10,9 @@ import time
 
 from napari.utils.notifications import show_warning
 
-from .. import slicing
 from ..errors import MobileSAMError
-from .encoder import Encoded, encode_plane
+from ..interactive import planes as slicing
+from .encode_scheduler import Encoded, encode_plane
 from .layer_plane import LayerPlane, current_plane
 from .notify import report
 

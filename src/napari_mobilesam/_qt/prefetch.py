@@ -6,7 +6,7 @@ import time
 
 from napari.qt.threading import create_worker
 
-from .encoder import encode_plane
+from .encode_scheduler import encode_plane
 
 POLL_SECONDS = 0.05
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import slicing
+from ..interactive import planes as slicing
 from .layer_plane import LayerPlane, world_affine
 from .prompt_layers import polarities
 

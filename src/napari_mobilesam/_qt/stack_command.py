@@ -2,15 +2,15 @@
 
 The command (``napari-mobilesam.segment_stack``) takes the selected Image
 layer and the last-used settings of the widget's "Segment everything" section
-(:mod:`napari_mobilesam.everything_settings`), and runs
-:func:`~napari_mobilesam.stack.iter_segment_stack` in a worker with the shared
+(:mod:`napari_mobilesam.interactive.settings`), and runs
+:func:`~napari_mobilesam.segment.stack.iter_segment_stack` in a worker with the shared
 session's model and embedding cache. Finished slices appear in a new Labels
 layer ``"<image> everything"`` (the image's scale and translate) as they
 arrive; the progress bar's Cancel (activity dock or status bar) stops after
 the slice being computed and keeps the finished ones. At the end, finished or
 cancelled, objects that continue on the next z-slice are given one id
-(:func:`~napari_mobilesam.stack.link_slices`) and ids are renumbered ``1..N``,
-in a worker too: the result equals :func:`~napari_mobilesam.stack.segment_stack`'s.
+(:func:`~napari_mobilesam.segment.stack.link_slices`) and ids are renumbered ``1..N``,
+in a worker too: the result equals :func:`~napari_mobilesam.segment.stack.segment_stack`'s.
 
 The slices are the ``(y, x)`` planes over the last two spatial axes, whatever
 the view; each is seen through the layer's contrast limits, as in the widget,
@@ -31,14 +31,15 @@ from napari.utils.progress import cancelable_progress
 from napari.viewer import Viewer
 from qtpy.QtWidgets import QApplication
 
-from .. import slicing
+from ..engine.session import default_session
 from ..errors import MobileSAMError
-from ..everything_settings import EverythingSettings, last_used
+from ..interactive import planes as slicing
+from ..interactive.settings import last_used
+from ..segment.params import EverythingParams
 from . import labels_output
-from .encoder import Failed, safely
+from .encode_scheduler import Failed, safely
 from .layer_plane import image_id, spatial_shape
 from .notify import report
-from .session import shared_session
 
 _RUNNING: set[StackRun] = set()  # keeps runs (and their workers' connections) alive until they end
 
@@ -52,7 +53,7 @@ def segment_stack(viewer: Viewer) -> StackRun | None:
     viewer = getattr(viewer, "__wrapped__", viewer)  # napari injects a public-only proxy
     try:
         image = selected_image(viewer)
-        return StackRun(viewer, image, shared_session(), last_used())
+        return StackRun(viewer, image, default_session(), last_used())
     except MobileSAMError as error:
         report(error, "starting Segment whole stack")
         return None
@@ -117,18 +118,18 @@ class FinishedSlice:
     embedding_source: str
 
 
-def stack_slices(session, source: StackSource, settings: EverythingSettings) -> Iterator[FinishedSlice]:
+def stack_slices(session, source: StackSource, settings: EverythingParams) -> Iterator[FinishedSlice]:
     """Worker generator: load the model if needed, then yield each slice as it is segmented.
 
     Ids are made consecutive as the slices arrive (slice ``k``'s ids follow slice
     ``k - 1``'s), so the label image stays int32 and keeps the order of
-    :func:`~napari_mobilesam.stack.segment_stack`'s ids.
+    :func:`~napari_mobilesam.segment.stack.segment_stack`'s ids.
     """
-    from ..predictor import Predictor
-    from ..stack import iter_segment_stack, relabel_in_order
+    from ..segment.linking import offset_labels
+    from ..segment.stack import iter_segment_stack
 
     # A predictor of its own over the shared model: the widget's keeps its current image.
-    predictor = Predictor(session.predictor().model)
+    predictor = session.new_predictor()
     count = 0
     for result in iter_segment_stack(
         source.data,
@@ -138,11 +139,10 @@ def stack_slices(session, source: StackSource, settings: EverythingSettings) -> 
         image_id=source.image_id,
         predictor=predictor,
         sampler=settings.sampler,
-        **settings.params(),
+        **settings.kwargs(),
     ):
-        labels = relabel_in_order(result.labels)
-        objects = int(labels.max(initial=0))
-        labels[labels > 0] += count
+        objects = int(result.labels.max(initial=0))
+        labels = offset_labels(result.labels, count).astype(np.int32)
         count += objects
         labels = slicing.upsample_mask(labels, source.full_plane_shape)
         yield FinishedSlice(result.index, result.slice_index, result.n_slices, labels, result.embedding_source)
@@ -162,9 +162,9 @@ def guarded(steps: Iterator) -> Iterator:
 
 def link_and_number(labels: np.ndarray) -> np.ndarray:
     """Link objects across z and renumber ``1..N`` (int32); for a worker."""
-    from ..stack import link_slices, relabel_in_order
+    from ..segment.linking import link_stack
 
-    return relabel_in_order(link_slices(labels))
+    return link_stack(labels)
 
 
 class _Progress(cancelable_progress):
@@ -190,7 +190,7 @@ class StackRun:
         viewer,
         image,
         session,
-        settings: EverythingSettings,
+        settings: EverythingParams,
         on_done: Callable[[StackRun], None] | None = None,
     ) -> None:
         self.viewer = viewer

@@ -18,11 +18,12 @@ from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication, QLabel, QVBoxLayout, QWidget
 
+from ..engine.session import default_session
+from ..interactive.decoding import Decoded
 from . import prompt_layers
 from .accepting import Accepting
-from .decoder import DecodeJob, PromptDecoder
-from .decoding import Decoded
-from .encoder import Encoded, PlaneEncoder
+from .decode_scheduler import DecodeJob, PromptDecoder
+from .encode_scheduler import Encoded, PlaneEncoder
 from .everything_section import EverythingSection
 from .interaction import Interaction
 from .layer_plane import LayerPlane
@@ -30,7 +31,6 @@ from .layer_wiring import LayerWiring
 from .plane_tracking import PlaneTracking
 from .prefetch import Prefetcher
 from .sections import CacheSection, LayersSection, PromptSection
-from .session import shared_session
 
 PREDICT_DEBOUNCE_MS = 0  # the end of the event-loop turn: merges the bursts of events one click or drag emits
 VIEW_DEBOUNCE_MS = 20
@@ -133,7 +133,7 @@ class MobileSAMWidget(LayerWiring, PlaneTracking, Interaction, Accepting, QWidge
         self.cache_section.clear.clicked.connect(self.clear_cache)
 
     def _session(self):
-        return self._session_obj if self._session_obj is not None else shared_session()
+        return self._session_obj if self._session_obj is not None else default_session()
 
     def add_section(self, section: QWidget) -> None:
         """Add a section (a QWidget, e.g. a QGroupBox) below the prompt controls."""
@@ -178,7 +178,7 @@ class MobileSAMWidget(LayerWiring, PlaneTracking, Interaction, Accepting, QWidge
             self.encoder.request(self._plane)
 
     def set_cache(self, cache) -> None:
-        """Use ``cache`` (an :class:`~napari_mobilesam.cache.EmbeddingCache`) for every widget of this session."""
+        """Use ``cache`` (an :class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache`) for every widget of this session."""
         self._session().set_cache(cache)
         self._update_cache_text()
 

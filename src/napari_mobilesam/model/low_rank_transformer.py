@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .transformer import Attention, ImageContext, ImageUpdate, TwoWayTransformer
+from .attention import Attention
+from .transformer import ImageContext, ImageUpdate, TwoWayTransformer
 
 
 def _by_head(x: torch.Tensor, heads: int, pixels_last: bool = True) -> torch.Tensor:

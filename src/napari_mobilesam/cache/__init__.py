@@ -1,0 +1,1 @@
+"""The embedding cache: policy (memory and disk), keys, the zarr stores."""

@@ -1,0 +1,190 @@
+"""The ``segment``, ``prompt`` and ``embed`` commands: read INPUT, run the model, write labels or embeddings.
+
+Each ``cmd_*`` takes the parsed arguments and raises :class:`MobileSAMError`
+on a user error; ``cli.main`` turns that into the exit status. Every setting
+is checked (and the weights fetched) before any slice is processed or a
+cluster is started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import numpy as np
+
+from ..errors import MobileSAMError
+from .parser import EVERYTHING_PARAMS
+from .progress import ProgressBar
+
+SAMPLE_ID = "napari-mobilesam:sample:nuclei_3d"
+
+
+def cmd_segment(args) -> None:
+    from ..io.labels import check_output
+    from ..io.resume import SliceStore
+    from ..runners.file_jobs import segment_to_file
+
+    image = _open_input(args)
+    output = check_output(args.output, overwrite=args.overwrite, input_path=args.input)
+    job = _job(args, "segment", image)
+    args._partial = SliceStore.path_for(output)
+    with ProgressBar("segment", quiet=args.quiet) as bar:
+        summary = segment_to_file(
+            image,
+            output,
+            job,
+            link_3d=args.link_3d,
+            link_iou=args.link_iou,
+            overwrite=args.overwrite,
+            resume=not args.no_resume,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            progress=bar.update,
+        )
+    resumed = f", {summary['resumed']} from an earlier run" if summary["resumed"] else ""
+    _say(
+        args,
+        f"Wrote {summary['output']}: {summary['objects']} objects in {summary['slices']} slice(s)"
+        f"{resumed}, {summary['seconds']:.1f} s.",
+    )
+
+
+def cmd_embed(args) -> None:
+    from ..runners.file_jobs import embed_all
+
+    image = _open_input(args)
+    if args.no_cache:
+        raise MobileSAMError("embed stores embeddings in the disk cache: leave out --no-cache.")
+    job = _job(args, "embed", image)
+    with ProgressBar("embed", quiet=args.quiet) as bar:
+        summary = embed_all(image, job, scheduler=args.scheduler, workers=args.workers, progress=bar.update)
+    _say(
+        args,
+        f"{summary['slices']} slice(s): {summary['computed']} encoded, {summary['disk']} already cached, "
+        f"in {job.cache_dir}; {summary['seconds']:.1f} s.",
+    )
+
+
+def cmd_prompt(args) -> None:
+    from ..engine.session import process_session
+    from ..engine.weights import resolve_weights
+    from ..io.labels import check_output, write_labels
+    from ..io.prompt_tables import read_boxes_csv, read_points_csv
+    from ..segment.stack_prompts import segment_from_prompts
+
+    image = _open_input(args)
+    output = check_output(args.output, overwrite=args.overwrite, input_path=args.input)
+    ndim = len(image.labels_shape)
+    points, polarity = read_points_csv(args.points, ndim) if args.points else (None, None)
+    boxes = read_boxes_csv(args.boxes, ndim) if args.boxes else None
+    if args.device:
+        from ..engine.device import resolve_device
+
+        resolve_device(args.device)
+    if args.weights is None:
+        _announce_download(args)
+    started = time.perf_counter()
+    session = process_session(str(resolve_weights(args.weights)), args.device, _cache_dir(args), args.threads)
+    with ProgressBar("prompt", quiet=args.quiet) as bar:
+        labels = segment_from_prompts(
+            image.data,
+            points_zyx=points,
+            labels=polarity,
+            boxes=boxes,
+            predictor=session.thread_predictor(),
+            cache=session.cache,
+            rgb=image.rgb,
+            contrast_limits=_limits(args),
+            image_id=image.image_id,
+            progress=bar.update,
+        )
+    labels = np.asarray(labels)
+    write_labels(output, labels.reshape(-1, *labels.shape[-2:]), image.labels_shape, overwrite=args.overwrite)
+    count = int(np.count_nonzero(np.unique(labels)))
+    _say(args, f"Wrote {output}: {count} objects, {time.perf_counter() - started:.1f} s.")
+
+
+# -- shared by the commands -----------------------------------------------------------
+
+
+def _open_input(args):
+    from ..io.images import InputImage, read_image
+
+    if args.sample:
+        from .._sample_data import synthetic_nuclei
+
+        stack, _ = synthetic_nuclei()
+        fingerprint = {"image_id": SAMPLE_ID, "shape": list(stack.shape), "dtype": str(stack.dtype)}
+        return InputImage(stack, False, SAMPLE_ID, fingerprint)
+    return read_image(args.input, array=args.array, rgb=args.rgb)
+
+
+def _limits(args):
+    return tuple(args.contrast_limits) if args.contrast_limits else None
+
+
+def _cache_dir(args) -> str | None:
+    """The disk cache folder of the run (``None`` with ``--no-cache``)."""
+    if args.no_cache:
+        return None
+    from ..cache.embedding_cache import EmbeddingCache
+
+    return str(EmbeddingCache(memory_bytes=0, directory=args.cache or True).directory)
+
+def _job(args, task: str, image):
+    """The per-slice job, every setting checked here (before a download or a cluster start)."""
+    from ..engine.weights import resolve_weights
+    from ..runners.slice_job import SliceJob
+
+    params = tuple((name, getattr(args, name)) for name in EVERYTHING_PARAMS if getattr(args, name, None) is not None)
+    if task == "segment":
+        from ..segment.params import EverythingParams
+
+        EverythingParams.from_kwargs(**dict(params))  # a bad value fails here, not on every worker
+    if args.device:
+        from ..engine.device import resolve_device
+
+        resolve_device(args.device)  # on a cluster the workers resolve it again, on their own hardware
+    if args.weights is None:
+        _announce_download(args)
+    weights = str(resolve_weights(args.weights))  # before any work: fails fast offline, downloads once
+    threads = args.threads
+    if threads is None and getattr(args, "workers", None):
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+    cache_dir = _cache_dir(args)
+    return SliceJob(
+        task=task,
+        weights=weights,
+        shape=tuple(int(s) for s in image.data.shape),
+        dtype=str(image.data.dtype),
+        rgb=image.rgb,
+        image_id=image.image_id,
+        device=args.device,
+        threads=threads,
+        cache_dir=cache_dir,
+        contrast_limits=_limits(args),
+        sampler=getattr(args, "sampler", "grid"),
+        params=params,
+    )
+
+
+def _announce_download(args) -> None:
+    import logging
+
+    from ..engine.weights import OFFICIAL_SIZE, weights_status
+
+    status = weights_status()
+    if status["source"] == "cache" and not status["cache_present"]:
+        logging.getLogger("pooch").setLevel(logging.WARNING)  # our line instead of pooch's
+        _say(
+            args,
+            f"Downloading the MobileSAM weights ({OFFICIAL_SIZE / 1e6:.0f} MB, once) from {status['url']} "
+            f"to {status['cache_path']}",
+        )
+
+
+def _say(args, message: str) -> None:
+    if not args.quiet:
+        print(message, file=sys.stderr)

@@ -1,0 +1,201 @@
+"""The one place that holds a loaded model, the predictors over it and an embedding cache.
+
+- :func:`default_session`: the process-wide session of a napari window and its
+  console. The dock widget, the menu command, and :func:`~napari_mobilesam.segment_stack`,
+  :func:`~napari_mobilesam.segment_everything` or :func:`~napari_mobilesam.segment_from_prompts`
+  called without a model share its model (the default weights, loaded once, on
+  first use) and its embedding cache, so a slice encoded by one is never encoded
+  again by another.
+- :func:`process_session`: the session of a batch process (the command line,
+  a dask worker) for a weights file, a device and a disk-cache folder; the
+  model is loaded once per process for each weights file and device.
+- :func:`resolve_predictor` and :func:`resolve_cache`: what every public
+  function does with its ``model=``, ``predictor=`` and ``cache=`` arguments.
+
+Nothing here imports torch until a model is loaded.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ..cache.embedding_cache import EmbeddingCache
+
+
+class Session:
+    """A model (loaded lazily, once, thread-safe), predictors over it and an embedding cache.
+
+    Args:
+        model: a loaded MobileSAM; default: :func:`~napari_mobilesam.load_model` with
+            ``weights`` and ``device``, on first use.
+        cache: the embedding cache; default: a new :class:`EmbeddingCache` (memory and disk).
+        weights, device: what the model is loaded from and onto (default: as ``load_model``).
+        threads: torch CPU threads to set when the model is loaded (default: leave torch's).
+
+    :meth:`predictor` is one predictor shared by interactive work (the widget):
+    hold :attr:`predict_lock` around making an image current and decoding it.
+    Batch work takes :meth:`new_predictor` (its own current image) or
+    :meth:`thread_predictor` (one per thread, kept).
+    """
+
+    def __init__(self, model=None, cache: EmbeddingCache | None = None, *, weights=None, device=None, threads=None):
+        self._load_lock = threading.Lock()
+        self.predict_lock = threading.RLock()
+        self._model = model
+        self._weights, self._device, self._threads = weights, device, threads
+        self._source = _describe_weights(model) if model is not None else None
+        self._predictor = None
+        self._per_thread = threading.local()
+        self.cache = cache if cache is not None else EmbeddingCache()
+        #: How many times this session loaded a model from a weights file.
+        self.loads = 0
+
+    # -- the model ---------------------------------------------------------------
+
+    @property
+    def has_model(self) -> bool:
+        """Whether the model is loaded (asking :meth:`model` would not load it)."""
+        return self._model is not None
+
+    def model(self):
+        """The model, loading it first if needed (slow: call it from a worker in a GUI).
+
+        Raises :class:`~napari_mobilesam.errors.MobileSAMError` when the weights
+        cannot be found, downloaded or read; its message says what to do.
+        """
+        with self._load_lock:
+            if self._model is None:
+                from .weights import load_model
+
+                if self._threads:
+                    import torch
+
+                    torch.set_num_threads(int(self._threads))
+                self._model = load_model(self._weights, self._device)
+                self._source = _describe_weights(self._model)
+                self.loads += 1
+            return self._model
+
+    def set_model(self, model, source: str | None = None) -> None:
+        """Use ``model`` (a MobileSAM module) from now on; ``source`` names it in :meth:`describe`."""
+        with self._load_lock, self.predict_lock:
+            self._model = model
+            self._source = source or _describe_weights(model)
+            self._predictor = None
+            self._per_thread = threading.local()
+
+    def set_cache(self, cache: EmbeddingCache) -> None:
+        """Use ``cache`` from now on."""
+        self.cache = cache
+
+    # -- predictors --------------------------------------------------------------
+
+    def predictor(self):
+        """The predictor shared by interactive work; guard its current image with :attr:`predict_lock`."""
+        model = self.model()
+        with self._load_lock:
+            if self._predictor is None or self._predictor.model is not model:
+                from .predictor import Predictor
+
+                self._predictor = Predictor(model)
+            return self._predictor
+
+    def new_predictor(self):
+        """A predictor of its own over the session's model (its current image is nobody else's)."""
+        from .predictor import Predictor
+
+        return Predictor(self.model())
+
+    def thread_predictor(self):
+        """This thread's predictor over the session's model, made on first use and kept."""
+        model = self.model()
+        predictor = getattr(self._per_thread, "predictor", None)
+        if predictor is None or predictor.model is not model:
+            from .predictor import Predictor
+
+            predictor = self._per_thread.predictor = Predictor(model)
+        return predictor
+
+    def describe(self) -> str:
+        """Weights and device, for a status line."""
+        model = self._model
+        if model is None:
+            return "weights: not loaded yet"
+        return f"weights: {self._source} · device: {model.device}"
+
+
+def _describe_weights(model) -> str:
+    path = getattr(model, "weights_path", None)
+    if not path:
+        return "given model (no weights file)"
+    return Path(path).name + f" ({Path(path).parent})"
+
+
+_DEFAULT: Session | None = None
+_SESSIONS: dict[tuple, Session] = {}
+_MODELS: dict[tuple, object] = {}
+_LOCK = threading.Lock()
+
+
+def default_session() -> Session:
+    """The process-wide session (created on first use; the model loads when first needed)."""
+    global _DEFAULT
+    with _LOCK:
+        if _DEFAULT is None:
+            _DEFAULT = Session()
+        return _DEFAULT
+
+
+def set_default_session(session: Session | None) -> Session | None:
+    """Make ``session`` the process-wide one (None: a fresh one on next use); returns the previous one."""
+    global _DEFAULT
+    with _LOCK:
+        previous, _DEFAULT = _DEFAULT, session
+        return previous
+
+
+def process_session(
+    weights: str | None, device: str | None = None, cache_dir: str | None = None, threads: int | None = None
+) -> Session:
+    """This process's session for ``weights`` on ``device`` with the disk cache ``cache_dir`` (None: memory only).
+
+    Made on first use and kept, like the model, which is loaded once per weights file
+    and device and shared by the sessions of every cache folder. The cache keeps
+    nothing in memory: batch work uses each slice once.
+    """
+    key = (weights, device, cache_dir)
+    with _LOCK:
+        session = _SESSIONS.get(key)
+        if session is None:
+            model = _MODELS.get((weights, device))
+            cache = EmbeddingCache(memory_bytes=0, directory=cache_dir)
+            session = Session(model, cache, weights=weights, device=device, threads=threads)
+            _SESSIONS[key] = session
+    if not session.has_model:
+        model = session.model()
+        with _LOCK:
+            _MODELS.setdefault((weights, device), model)
+    return session
+
+
+def model_loads() -> int:
+    """Models this process has loaded for :func:`process_session` (a dask worker loads one per weights and device)."""
+    with _LOCK:
+        return sum(session.loads for session in _SESSIONS.values())
+
+
+def resolve_predictor(model=None, predictor=None):
+    """``predictor`` if given, else a new predictor over ``model``, else one over the default session's model."""
+    if predictor is not None:
+        return predictor
+    if model is not None:
+        from .predictor import Predictor
+
+        return Predictor(model)
+    return default_session().new_predictor()
+
+
+def resolve_cache(cache: EmbeddingCache | None = None) -> EmbeddingCache:
+    """``cache`` if given, else the default session's (shared with the widget and the console)."""
+    return cache if cache is not None else default_session().cache

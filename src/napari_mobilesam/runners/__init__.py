@@ -1,0 +1,1 @@
+"""Where a stack's slices run: in this process or on a dask cluster; the jobs that write files."""

@@ -1,0 +1,112 @@
+"""Slices on a dask.distributed cluster: a running scheduler, or a local cluster started for the run.
+
+Each worker process loads the model once (its
+:func:`~napari_mobilesam.engine.session.process_session`) and keeps it for every
+later slice. The client reads the slices and sends them, and receives the
+results: workers need the weights file (at the same path) and, for a disk
+cache, the cache folder, but not the input or output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ..errors import MobileSAMError
+from .slice_job import SliceJob, read_slice, run_slice
+
+
+def run_dask(
+    job: SliceJob,
+    stack,
+    todo: Iterable[int],
+    on_result: Callable[[int, object], None],
+    *,
+    scheduler: str | None = None,
+    workers: int | None = None,
+) -> None:
+    """Process slices ``todo`` on a dask cluster; ``on_result`` runs in this process as each finishes.
+
+    ``scheduler``: address of a running scheduler (``tcp://host:8786``);
+    otherwise a local cluster of ``workers`` processes (one task at a time
+    each) is started on loopback and closed at the end. Only a few slices are
+    in flight at once, so the client's memory stays bounded.
+    """
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise MobileSAMError(
+            "Running on a dask cluster needs dask.distributed: pip install 'napari-mobilesam[distributed]'."
+        ) from None
+    import logging
+
+    todo = list(todo)
+    if not todo:
+        return
+    cluster = None
+    try:
+        if scheduler:
+            try:
+                client = Client(scheduler)  # waits distributed.comm.timeouts.connect (dask config, 30 s)
+            except (OSError, TimeoutError, ValueError) as error:
+                raise MobileSAMError(
+                    f"Cannot reach the dask scheduler at {scheduler} ({error}). Check the address "
+                    "(e.g. tcp://host:8786) and that the scheduler is running."
+                ) from None
+        else:
+            cluster = LocalCluster(
+                n_workers=int(workers or 1),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+            client = Client(cluster)
+        try:
+            _submit_all(client, as_completed, job, stack, todo, on_result)
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def _submit_all(client, as_completed, job, stack, todo, on_result) -> None:
+    slots = max(2, 2 * sum(client.nthreads().values()))
+    pending = iter(todo)
+    running = as_completed()
+    in_flight = {}
+
+    def submit_next() -> bool:
+        slice_index = next(pending, None)
+        if slice_index is None:
+            return False
+        plane = client.scatter(read_slice(stack, job, slice_index), hash=False)
+        future = client.submit(run_slice, job, slice_index, plane, pure=False)
+        in_flight[future] = slice_index
+        running.add(future)
+        return True
+
+    for _ in range(slots):
+        if not submit_next():
+            break
+    try:
+        for future in running:
+            slice_index = in_flight.pop(future)
+            try:
+                result = future.result()  # raises the worker's error here
+            except MobileSAMError:
+                raise
+            except Exception as error:
+                if type(error).__name__ not in ("KilledWorker", "CommClosedError", "FutureCancelledError"):
+                    raise
+                raise MobileSAMError(
+                    f"Slice {slice_index} could not be finished on the cluster ({type(error).__name__}: {error}); "
+                    "a worker died or lost its connection (out of memory?). Finished slices are kept: run the "
+                    "same command again to resume."
+                ) from None
+            on_result(slice_index, result)
+            submit_next()
+    finally:
+        for future in in_flight:
+            future.cancel()

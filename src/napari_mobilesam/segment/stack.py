@@ -1,0 +1,268 @@
+"""Segment every 2D slice of a stack, with consistent ids across slices.
+
+A stack is any array ``(..., Y, X)`` or, for colour, ``(..., Y, X, 3|4)``:
+every index over the leading axes is one 2D slice, taken in C order
+(``slice_index`` = flat position). Lazy arrays (dask, zarr) are read one
+slice at a time. Each slice is segmented on its own (:func:`segment_slice`,
+the very function dask workers run); ids across slices, and objects that
+continue on the next z-slice, are :mod:`~napari_mobilesam.segment.linking`'s.
+
+Embeddings come from and go to an
+:class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache`, so a second run over the
+same stack encodes nothing. ``decoder_for`` replaces the model's decoding
+slice by slice (a stand-in such as the ground-truth oracle of the tests):
+nothing is encoded and the cache is not touched then.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MobileSAMError
+from .linking import DEFAULT_LINK_IOU, check_link_iou, link_and_renumber, offset_labels, relabel_in_order, slice_offsets
+
+
+@dataclass(frozen=True)
+class SliceLabels:
+    """One finished slice: where it is and what was found there."""
+
+    index: tuple[int, ...]  # position over the leading axes
+    slice_index: int  # flat position, C order
+    n_slices: int
+    labels: np.ndarray  # (Y, X) int32, this slice's objects numbered 1..n (see segment.linking for the stack's ids)
+    embedding_source: str  # "memory", "disk", "computed", or "none" (a decoder_for stand-in, nothing encoded)
+
+
+def is_rgb(stack, rgb: bool | None = None) -> bool:
+    """napari's rule unless told: a last axis of 3 or 4 on a >= 3D array is colour."""
+    if rgb is not None:
+        return bool(rgb)
+    return len(stack.shape) >= 3 and stack.shape[-1] in (3, 4)
+
+
+def leading_shape(stack, rgb: bool) -> tuple[int, ...]:
+    """Shape of the axes that index slices (everything before Y, X[, channel])."""
+    spatial = 3 if rgb else 2
+    if len(stack.shape) < spatial:
+        kind = "colour (..., Y, X, 3)" if rgb else "(..., Y, X)"
+        raise MobileSAMError(f"Expected a {kind} image or stack, got shape {tuple(stack.shape)}.")
+    return tuple(stack.shape[: len(stack.shape) - spatial])
+
+
+def slice_indices(stack, rgb: bool) -> list[tuple[int, ...]]:
+    """Every slice position over the leading axes, in C order."""
+    return [tuple(int(i) for i in index) for index in np.ndindex(*leading_shape(stack, rgb))]
+
+
+def segment_slice(
+    plane: np.ndarray,
+    *,
+    predictor,
+    cache,
+    contrast_limits: tuple[float, float] | None = None,
+    image_id: str | None = None,
+    slice_index: int = 0,
+    n_slices: int = 1,
+    sampler: str = "grid",
+    **params,
+) -> tuple[np.ndarray, str]:
+    """Segment everything on one slice of a stack: ``(labels (Y, X) int32 1..n, embedding source)``.
+
+    The embedding comes from ``cache`` (encoded with ``predictor`` on a miss), filed
+    as slice ``slice_index`` of ``n_slices`` of ``image_id``'s store.
+    """
+    from .everything import segment_everything
+
+    embedding, source = cache.embedding(
+        predictor,
+        plane,
+        contrast_limits=contrast_limits,
+        image_id=image_id,
+        slice_index=slice_index,
+        n_slices=n_slices,
+    )
+    labels = segment_everything(
+        embedding,
+        predictor.model,
+        image=plane,
+        sampler=sampler,
+        predictor=predictor,
+        contrast_limits=contrast_limits,
+        **params,
+    )
+    return relabel_in_order(labels), source
+
+
+def iter_segment_stack(
+    stack,
+    model=None,
+    *,
+    rgb: bool | None = None,
+    cache=None,
+    contrast_limits: tuple[float, float] | None = None,
+    sampler: str = "grid",
+    image_id: str | None = None,
+    slices: Sequence[int] | None = None,
+    predictor=None,
+    decoder_for: Callable[[int], Callable] | None = None,
+    **params,
+) -> Iterator[SliceLabels]:
+    """Segment everything on each slice, yielding :class:`SliceLabels` as each finishes.
+
+    Stop iterating (or ``close()`` the generator) to cancel: finished slices
+    have been yielded already. ``slices`` restricts the work to some flat
+    slice indices, in the order given. ``cache`` is an
+    :class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache` (``None``: the
+    default session's); embeddings come from it and go to it, so a second run
+    encodes nothing. Each slice's objects are numbered ``1..n`` on their own.
+
+    ``decoder_for(slice_index)`` -> a stand-in for the model's decoding of
+    that slice, with the contract of ``segment_everything``'s ``decoder``
+    (each slice is another image, so each gets its own). The slices are then
+    not encoded, no model is loaded and the cache is not used.
+    """
+    from .everything import segment_everything
+
+    if decoder_for is not None and not callable(decoder_for):
+        raise MobileSAMError(
+            f"decoder_for must be a function slice_index -> decoder, got {type(decoder_for).__name__}."
+        )
+    rgb = is_rgb(stack, rgb)
+    positions = slice_indices(stack, rgb)
+    wanted = range(len(positions)) if slices is None else [_check_slice(flat, len(positions)) for flat in slices]
+    if decoder_for is None:
+        from ..engine.session import resolve_cache, resolve_predictor
+
+        predictor = resolve_predictor(model, predictor)
+        cache = resolve_cache(cache)
+    for flat in wanted:
+        index = positions[flat]
+        plane = np.asarray(stack[index])  # a lazy (dask, zarr) stack is read here, one slice at a time
+        if decoder_for is None:
+            labels, source = segment_slice(
+                plane,
+                predictor=predictor,
+                cache=cache,
+                contrast_limits=contrast_limits,
+                image_id=image_id,
+                slice_index=flat,
+                n_slices=len(positions),
+                sampler=sampler,
+                **params,
+            )
+        else:
+            source = "none"
+            labels = relabel_in_order(
+                segment_everything(
+                    plane, sampler=sampler, decoder=decoder_for(flat), contrast_limits=contrast_limits, **params
+                )
+            )
+        yield SliceLabels(index, flat, len(positions), labels, source)
+
+
+def _check_slice(flat, n_slices: int) -> int:
+    if isinstance(flat, bool) or not isinstance(flat, (int, np.integer)) or not 0 <= flat < n_slices:
+        raise MobileSAMError(
+            f"Slice {flat!r} does not exist: the stack has {n_slices} slices (flat indices 0..{n_slices - 1})."
+        )
+    return int(flat)
+
+
+def segment_stack(
+    stack,
+    model=None,
+    *,
+    rgb: bool | None = None,
+    cache=None,
+    link_3d: bool = True,
+    link_iou: float = DEFAULT_LINK_IOU,
+    progress: Callable[[int, int], bool | None] | None = None,
+    contrast_limits: tuple[float, float] | None = None,
+    sampler: str = "grid",
+    image_id: str | None = None,
+    slices: Sequence[int] | None = None,
+    decoder_for: Callable[[int], Callable] | None = None,
+    **params,
+) -> np.ndarray:
+    """Segment everything on every 2D slice of ``stack`` -> labels of its spatial shape.
+
+    Args:
+        stack: ``(..., Z, Y, X)`` grey or ``(..., Z, Y, X, 3|4)`` colour (any number of
+            leading axes, e.g. ``(T, Z, Y, X)``); numpy, dask or zarr, read one slice at a time.
+        model: a loaded MobileSAM (default: :func:`~napari_mobilesam.load_model`).
+        rgb: whether the last axis is colour (default: napari's guess).
+        cache: embedding cache (default: the shared one; a second run encodes nothing).
+        link_3d: give an object spanning adjacent z-slices one id (see the module doc);
+            ``False``: ids are unique across the stack, one set per slice.
+        link_iou: the least IoU of two masks on adjacent z-slices for them to be one object.
+        progress: called as ``progress(done, total)`` after each slice; return
+            ``False`` to cancel: finished slices are kept (and linked), the rest
+            stay 0, and a warning says how many were finished.
+        contrast_limits: ``(low, high)`` display range mapped to 0..255 for every slice.
+        sampler, **params: as for :func:`~napari_mobilesam.segment_everything`.
+        image_id: names the stack's store in the disk cache (e.g. the file path).
+        slices: flat slice indices (C order over the leading axes) to segment; the
+            others stay 0. Default: all.
+        decoder_for: ``decoder_for(slice_index)`` -> a stand-in decoder for that slice
+            (see :func:`iter_segment_stack`); nothing is encoded then.
+
+    Returns:
+        ``int32`` labels, shape ``stack.shape`` without a colour axis; 0 is background,
+        objects ``1..N`` numbered by slice, then in raster order within their first slice.
+
+    Example::
+
+        labels = segment_stack(zyx_stack, model, points_per_side=16)
+        viewer.add_labels(labels, scale=image_layer.scale)
+    """
+    link_iou = check_link_iou(link_iou)
+    rgb = is_rgb(stack, rgb)
+    slices = None if slices is None else list(slices)
+    leading = leading_shape(stack, rgb)
+    spatial = tuple(stack.shape[-3:-1]) if rgb else tuple(stack.shape[-2:])
+    n_slices = int(np.prod(leading, dtype=np.int64))
+    local = np.zeros((n_slices, *spatial), dtype=np.int32)  # each slice's own ids, 1..n
+    counts = np.zeros(n_slices, dtype=np.int64)
+    total = n_slices if slices is None else len(slices)
+    done = 0
+    results = iter_segment_stack(
+        stack,
+        model,
+        rgb=rgb,
+        cache=cache,
+        contrast_limits=contrast_limits,
+        sampler=sampler,
+        image_id=image_id,
+        slices=slices,
+        decoder_for=decoder_for,
+        **params,
+    )
+    with closing(results):
+        for result in results:
+            local[result.slice_index] = result.labels
+            counts[result.slice_index] = int(result.labels.max(initial=0))
+            done += 1
+            if progress is not None and progress(done, total) is False:
+                break
+    if done < total:
+        warnings.warn(
+            f"segment_stack cancelled after {done} of {total} slices; the finished slices are kept, the others are 0.",
+            stacklevel=2,
+        )
+    offsets = slice_offsets(counts)
+    planes, _ = link_and_renumber(
+        lambda flat: offset_labels(local[flat], offsets[flat]),
+        int(counts.sum()),
+        leading,
+        link_3d=link_3d,
+        link_iou=link_iou,
+    )
+    labels = np.empty((n_slices, *spatial), dtype=np.int32)
+    for flat, plane in enumerate(planes):
+        labels[flat] = plane
+    return labels.reshape(*leading, *spatial)
