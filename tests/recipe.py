@@ -59,6 +59,36 @@ def recipe_state_dict(seed: int = 0) -> dict:
     return state
 
 
+def decoder_shapes() -> dict[str, tuple[int, ...]]:
+    """Key -> shape of micro-sam's instance decoder file (bilinear kind, 66 keys)."""
+    shapes = {}
+    for line in (DATA / "decoder_shapes.tsv").read_text().splitlines()[1:]:
+        key, shape = (line.split("\t") + [""])[:2]
+        shapes[key] = tuple(int(d) for d in shape.split("x")) if shape else ()
+    return shapes
+
+
+def recipe_decoder_state_dict(seed: int = 0) -> dict:
+    """The instance decoder's state dict drawn by the AIS recipe with ``seed`` (REFERENCE.md, section AIS)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape in sorted(decoder_shapes().items()):
+        name = key.rsplit(".", 1)[-1]
+        if name == "num_batches_tracked":
+            state[key] = torch.zeros(shape, dtype=torch.int64)
+            continue
+        if name == "bias":
+            values = rng.normal(0.0, 0.05, shape)
+        elif len(shape) == 1:
+            values = rng.normal(1.0, 0.1, shape)
+        else:
+            values = rng.normal(0.0, 1.0 / np.sqrt(int(np.prod(shape[1:]))), shape)
+        state[key] = torch.from_numpy(np.asarray(values, dtype=np.float64).astype(np.float32))
+    return state
+
+
 def save_recipe_weights(folder, seed: int = 0) -> Path:
     """Write the recipe state dict as ``folder/recipe_seed<seed>.pt`` (a checkpoint file, as users have)."""
     import torch
