@@ -69,11 +69,12 @@ def recovered_fraction(truth: np.ndarray, labels: np.ndarray, min_iou: float = 0
     return float((iou[ids, 1:].max(axis=1) >= min_iou).mean())
 
 
-def assert_label_image(labels: np.ndarray, shape: tuple[int, int]) -> None:
-    """``(H, W)`` int32, ids ``1..N`` without gaps, numbered in raster order of each object's first pixel."""
+def assert_label_image(labels: np.ndarray, shape: tuple[int, int], raster_order: bool = True) -> None:
+    """``(H, W)`` int32, ids ``1..N`` without gaps; ``raster_order``: numbered by each object's first pixel."""
     assert labels.shape == shape and labels.dtype == np.int32
     ids = np.unique(labels)
     assert ids[0] == 0 or labels.size == 0
     assert np.array_equal(ids[ids > 0], np.arange(1, int(labels.max()) + 1))
-    present, first = np.unique(labels.ravel(), return_index=True)
-    assert np.all(np.diff(first[present > 0]) > 0)
+    if raster_order:
+        present, first = np.unique(labels.ravel(), return_index=True)
+        assert np.all(np.diff(first[present > 0]) > 0)
