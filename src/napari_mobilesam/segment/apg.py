@@ -26,7 +26,9 @@ micro-sam 1.8.14's ``AutomaticPromptGenerator.generate``, step by step:
    micro-sam need the same rule.
 
 Labels are ``1..N`` in raster order of each object's first pixel. Masks are
-kept cropped to their boxes, so memory grows with the objects, not the image.
+kept cropped to their boxes, so memory grows with the objects, not the image;
+full-size logits exist for one batch at a time. :func:`segment_apg` reports
+its progress per batch through a callback (a GUI worker forwards it).
 Not reproduced: ``mask_threshold="auto"`` (micro-sam's local Otsu threshold)
 and ``prompt_function``; differences in the prompts themselves are listed in
 :mod:`.apg_prompts`.
@@ -34,7 +36,7 @@ and ``prompt_function``; differences in the prompts themselves are listed in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -150,58 +152,6 @@ def paint_largest_first(shape: tuple[int, int], found: _Masks, kept: list[int], 
     return pieces
 
 
-def iter_apg(
-    embedding: ImageEmbedding, maps, decoder: Decoder, params: APGParams | None = None, **kwargs
-) -> Generator[tuple[int, int], None, np.ndarray]:
-    """Generator: yields ``(steps done, steps in total)``, returns the ``(H, W)`` int32 labels.
-
-    See :func:`segment_apg` for the arguments; ``decoder`` is required here.
-    """
-    if params is not None and kwargs:
-        raise MobileSAMError("Give the APG settings either as params=APGParams(...) or as keywords, not both.")
-    params = params if params is not None else APGParams.from_kwargs(**kwargs)
-    if not isinstance(embedding, ImageEmbedding):
-        raise MobileSAMError(f"APG needs the image's ImageEmbedding, got {type(embedding).__name__}.")
-    maps = check_maps(maps)
-    shape = tuple(embedding.original_size)
-    if maps.shape[1:] != shape:
-        raise MobileSAMError(
-            f"The maps (shape {maps.shape[1:]}) are not of the embedding's image (size {shape}); "
-            "compute them with instance_maps(embedding, decoder) of the same embedding."
-        )
-    points = point_prompts(
-        maps, params.foreground_threshold, params.center_distance_threshold, params.boundary_distance_threshold
-    )
-    count = len(points)
-    batches = [slice(start, min(start + params.batch_size, count)) for start in range(0, count, params.batch_size)]
-    total = len(batches) * (2 if params.refine_with_box_prompts else 1) + 1
-    done = 0
-    if count == 0:
-        yield total, total
-        return np.zeros(shape, dtype=np.int32)
-
-    found = _Masks()
-    for batch in batches:
-        yield done, total
-        prompts = check_prompts(points[batch, None], np.ones((batch.stop - batch.start, 1)), None, None, shape)
-        _decode_into(found, decoder, prompts, embedding, params)
-        done += 1
-    if params.refine_with_box_prompts:
-        boxes = extended_boxes(np.array(found.boxes), shape)
-        found = _Masks()
-        for batch in batches:
-            yield done, total
-            _decode_into(found, decoder, check_prompts(None, None, boxes[batch], None, shape), embedding, params)
-            done += 1
-
-    yield done, total
-    large = [k for k in range(count) if found.areas[k] > params.min_size]
-    kept = mask_nms(found, large, params.nms_threshold, params.intersection_over_min)
-    labels = paint_largest_first(shape, found, kept, params.min_size)
-    yield total, total
-    return labels
-
-
 def _decode_into(found: _Masks, decoder: Decoder, prompts: Prompts, embedding: ImageEmbedding, params: APGParams):
     low_res, iou = decoder(prompts, params.multimasking)
     low_res, iou = torch.as_tensor(low_res), torch.as_tensor(iou)
@@ -239,8 +189,10 @@ def segment_apg(
             (the embedding becomes its current one).
         decoder: instead of a predictor, a callable with the contract of
             :meth:`Predictor.decode_low_res`: ``decoder(prompts, multimask_output)``
-            -> ``(low_res_logits (N, C, 256, 256), iou (N, C))``.
-        progress: called as ``progress(steps_done, steps_total)``.
+            -> ``(low_res_logits (N, C, 256, 256), iou (N, C))``, prompts in pixels
+            of the image.
+        progress: called as ``progress(steps_done, steps_total)`` before each batch
+            of prompts and at the end (a GUI worker forwards it as its progress).
         params: :class:`~napari_mobilesam.segment.instance_params.APGParams`, or
             its fields as keywords (micro-sam's names): ``min_size=25``,
             ``center_distance_threshold=0.5``, ``boundary_distance_threshold=0.5``,
@@ -252,17 +204,48 @@ def segment_apg(
         ``(H, W)`` int32 labels, 0 = background, objects ``1..N`` in raster order
         of their first pixel.
     """
+    if params is not None and kwargs:
+        raise MobileSAMError("Give the APG settings either as params=APGParams(...) or as keywords, not both.")
+    params = params if params is not None else APGParams.from_kwargs(**kwargs)
     if (predictor is None) == (decoder is None):
         raise MobileSAMError("APG decodes with a predictor or a stand-in decoder: pass exactly one of them.")
+    if not isinstance(embedding, ImageEmbedding):
+        raise MobileSAMError(f"APG needs the image's ImageEmbedding, got {type(embedding).__name__}.")
+    maps = check_maps(maps)
+    shape = tuple(embedding.original_size)
+    if maps.shape[1:] != shape:
+        raise MobileSAMError(
+            f"The maps (shape {maps.shape[1:]}) are not of the embedding's image (size {shape}); "
+            "compute them with instance_maps(embedding, decoder) of the same embedding."
+        )
     if decoder is None:
         if predictor.embedding is not embedding:
             predictor.set_embedding(embedding)
         decoder = predictor.decode_low_res
-    steps = iter_apg(embedding, maps, decoder, params, **kwargs)
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as finished:
-            return finished.value
-        if progress is not None:
-            progress(done, total)
+    report = progress if progress is not None else (lambda done, total: None)
+
+    points = point_prompts(
+        maps, params.foreground_threshold, params.center_distance_threshold, params.boundary_distance_threshold
+    )
+    count = len(points)
+    batches = [slice(start, min(start + params.batch_size, count)) for start in range(0, count, params.batch_size)]
+    rounds = 2 if params.refine_with_box_prompts else 1
+    total = len(batches) * rounds + 1
+    found = _Masks()
+    for step in range(len(batches) * rounds):
+        if step == len(batches):  # the second round: every mask's box replaces its point
+            boxes, found = extended_boxes(np.array(found.boxes), shape), _Masks()
+        batch = batches[step % len(batches)]
+        report(step, total)
+        if step < len(batches):
+            prompts = check_prompts(points[batch, None], np.ones((batch.stop - batch.start, 1)), None, None, shape)
+        else:
+            prompts = check_prompts(None, None, boxes[batch], None, shape)
+        _decode_into(found, decoder, prompts, embedding, params)
+
+    report(total - 1, total)
+    large = [k for k in range(count) if found.areas[k] > params.min_size]
+    kept = mask_nms(found, large, params.nms_threshold, params.intersection_over_min)
+    labels = paint_largest_first(shape, found, kept, params.min_size)
+    report(total, total)
+    return labels
