@@ -41,6 +41,19 @@ The state dict keys are exactly those of micro-sam's decoder files (66 for the
 bilinear kind), so a file loads with ``strict=True``; :func:`build_instance_decoder`
 builds the matching kind from a state dict and says clearly what does not fit.
 No I/O here.
+
+Where the state dicts come from (micro-sam 1.8.14, ``util.py`` and
+``training/training.py``), for whoever writes the loader:
+
+- the model zoo ships two files per model, e.g. ``vit_t_lm``: ``vit_t.pt`` (SAM)
+  and ``vit_t_decoder.pt``, the decoder as a plain ``OrderedDict`` of tensors
+  (read by micro-sam with ``torch.load(..., weights_only=False)``);
+- a combined export is ``{"model_state": <SAM keys, no prefix>, "decoder_state": <decoder keys>}``;
+- a torch_em training checkpoint is a dict with ``"model_state"`` (SAM keys
+  prefixed ``"sam."``), ``"decoder_state"`` (the joint trainer), and pickled
+  Python objects besides (``"init"``, optimizer and scheduler states), which
+  is why micro-sam unpickles with a permissive unpickler;
+- the decoder keys are the UNETR's keys that do not start with ``encoder``.
 """
 
 from __future__ import annotations
