@@ -7,7 +7,7 @@ they are computed once per test session and shared by the test files.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -17,7 +17,7 @@ AIS_CASES = json.loads((DATA / "ais_cases.json").read_text())
 AIS_IMAGES = sorted(AIS_CASES["images"])
 
 
-@lru_cache(maxsize=None)
+@cache
 def reference(name: str) -> dict[str, np.ndarray]:
     """``image`` (uint8 RGB), micro-sam's ``maps`` (3, H, W) and ``labels`` (H, W) for one image."""
     with np.load(DATA / f"{name}.npz") as data:
@@ -34,7 +34,7 @@ def recipe_instance_decoder():
     return build_instance_decoder(recipe_decoder_state_dict(0))
 
 
-@lru_cache(maxsize=None)
+@cache
 def our_embedding_and_maps(name: str, model):
     """Our embedding of micro-sam's input for the image, and our maps from it (``model``: the recipe SAM)."""
     from napari_mobilesam import Predictor

@@ -67,7 +67,10 @@ def test_builder_loads_every_value_strictly():
     [
         (lambda s: s.pop("out_conv.weight"), ["out_conv.weight"]),
         (lambda s: s.update({"encoder.patch_embed.proj.weight": torch.zeros(1)}), ["encoder.patch_embed.proj.weight"]),
-        (lambda s: s.update({"base.block.1.weight": torch.zeros(512, 256, 1, 1)}), ["base.block.1.weight", "(512, 256, 3, 3)"]),
+        (
+            lambda s: s.update({"base.block.1.weight": torch.zeros(512, 256, 1, 1)}),
+            ["base.block.1.weight", "(512, 256, 3, 3)"],
+        ),
         (lambda s: [s.pop(k) for k in sorted(s)[:7]], ["7 missing", "base.block.1.bias", "and 2 more"]),
     ],
     ids=["missing", "unexpected", "wrong-shape", "many-missing"],

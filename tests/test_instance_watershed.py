@@ -52,7 +52,7 @@ def test_gaussian_is_micro_sams():
     # Radius ceil(3 * 1.6) = 5: nothing beyond 5 px.
     assert smoothed[7:, 10].max() == 0.0 and smoothed[6, 10] > 0.0
     # Mirrored border (scipy's "mirror", bioimage-cpp's): row -1 is row 1, so row 0 gets the impulse twice.
-    w = np.exp(-np.arange(6) ** 2 / (2 * 1.6**2))
+    w = np.exp(-(np.arange(6) ** 2) / (2 * 1.6**2))
     assert smoothed[0, 10] / smoothed[2, 10] == pytest.approx(2 * w[1] / (w[1] + w[3]), rel=1e-5)
     assert smoothed.sum() > 1.0  # mass beyond the border comes back in
     assert smoothed.dtype == np.float32
@@ -106,7 +106,9 @@ def test_min_size_removes_small_objects_and_keeps_the_order(nuclei2d):
     assert 0 < labels.max() < everything.max()
     kept = np.bincount(everything.ravel())[1:] >= 200
     assert labels.max() == kept.sum()
-    np.testing.assert_array_equal(remove_small_objects(np.array([[1, 1, 2], [3, 3, 3]], np.int32), 2), [[1, 1, 0], [2, 2, 2]])
+    np.testing.assert_array_equal(
+        remove_small_objects(np.array([[1, 1, 2], [3, 3, 3]], np.int32), 2), [[1, 1, 0], [2, 2, 2]]
+    )
 
 
 def test_empty_maps_give_an_empty_label_image():

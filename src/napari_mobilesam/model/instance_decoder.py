@@ -42,17 +42,18 @@ bilinear kind), so a file loads with ``strict=True``; :func:`build_instance_deco
 builds the matching kind from a state dict and says clearly what does not fit.
 No I/O here.
 
-Where the state dicts come from (micro-sam 1.8.14, ``util.py`` and
-``training/training.py``), for whoever writes the loader:
+Where the state dicts come from (micro-sam 1.8.14), for whoever writes the loader:
 
 - the model zoo ships two files per model, e.g. ``vit_t_lm``: ``vit_t.pt`` (SAM)
-  and ``vit_t_decoder.pt``, the decoder as a plain ``OrderedDict`` of tensors
-  (read by micro-sam with ``torch.load(..., weights_only=False)``);
-- a combined export is ``{"model_state": <SAM keys, no prefix>, "decoder_state": <decoder keys>}``;
+  and ``vit_t_decoder.pt``. Its export (``bioimageio/model_export.py``) saves
+  both as plain state dicts of tensors (SAM keys without prefix, decoder keys
+  as here) and reads them back with ``weights_only=True``;
+- a combined file is ``{"model_state": <SAM keys, no prefix>, "decoder_state": <decoder keys>}``
+  (``util.export_custom_sam_model``, ``training.export_instance_segmentation_model``);
 - a torch_em training checkpoint is a dict with ``"model_state"`` (SAM keys
-  prefixed ``"sam."``), ``"decoder_state"`` (the joint trainer), and pickled
+  prefixed ``"sam."``), ``"decoder_state"`` (the joint trainer) and pickled
   Python objects besides (``"init"``, optimizer and scheduler states), which
-  is why micro-sam unpickles with a permissive unpickler;
+  is why micro-sam unpickles with ``weights_only=False`` and a permissive unpickler;
 - the decoder keys are the UNETR's keys that do not start with ``encoder``.
 """
 
@@ -249,7 +250,9 @@ def uses_transposed_convolutions(state_dict: Mapping[str, object]) -> bool:
     return any(".block." in key for key in state_dict if key.startswith("decoder.samplers"))
 
 
-def build_instance_decoder(state_dict: Mapping[str, torch.Tensor], batch_norm_statistics: str = "image") -> InstanceDecoder:
+def build_instance_decoder(
+    state_dict: Mapping[str, torch.Tensor], batch_norm_statistics: str = "image"
+) -> InstanceDecoder:
     """The decoder of a micro-sam decoder state dict, its kind told by its keys, loaded strictly.
 
     Args:
@@ -288,7 +291,9 @@ def check_state_dict(decoder: nn.Module, state_dict: Mapping[str, torch.Tensor])
     problems = []
     for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)):
         if keys:
-            shown = ", ".join(keys[:_MAX_KEYS_SHOWN]) + (f" and {len(keys) - _MAX_KEYS_SHOWN} more" if len(keys) > _MAX_KEYS_SHOWN else "")
+            shown = ", ".join(keys[:_MAX_KEYS_SHOWN]) + (
+                f" and {len(keys) - _MAX_KEYS_SHOWN} more" if len(keys) > _MAX_KEYS_SHOWN else ""
+            )
             problems.append(f"{len(keys)} {what}: {shown}")
     if problems:
         raise MobileSAMError(

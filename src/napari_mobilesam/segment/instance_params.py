@@ -36,7 +36,11 @@ MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
 
 
 def _number(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(value)
+    ):
         raise MobileSAMError(f"{owner}: {name} must be a finite number, got {value!r}.")
     return float(value)
 
@@ -67,7 +71,9 @@ def _from_kwargs(cls, what: str, params: dict):
     known = [f.name for f in fields(cls)]
     unknown = sorted(set(params) - set(known))
     if unknown:
-        raise MobileSAMError(f"Unknown setting(s) {', '.join(unknown)} for {what}; the settings are {', '.join(known)}.")
+        raise MobileSAMError(
+            f"Unknown setting(s) {', '.join(unknown)} for {what}; the settings are {', '.join(known)}."
+        )
     return cls(**params)
 
 
