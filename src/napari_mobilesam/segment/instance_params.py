@@ -68,12 +68,10 @@ def _check_thresholds(owner: str, params) -> None:
 
 
 def _from_kwargs(cls, what: str, params: dict):
-    known = [f.name for f in fields(cls)]
-    unknown = sorted(set(params) - set(known))
-    if unknown:
-        raise MobileSAMError(
-            f"Unknown setting(s) {', '.join(unknown)} for {what}; the settings are {', '.join(known)}."
-        )
+    """``cls(**params)``, with one error naming every unknown setting and the known ones."""
+    names = ", ".join(f.name for f in fields(cls))
+    if unknown := sorted(set(params).difference(names.split(", "))):
+        raise MobileSAMError(f"Unknown setting(s) {', '.join(unknown)} for {what}; the settings are {names}.")
     return cls(**params)
 
 
