@@ -40,7 +40,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from scipy import ndimage as ndi
 
 from ..embedding import ImageEmbedding
 from ..errors import MobileSAMError
@@ -53,7 +52,6 @@ from .instance_watershed import check_maps
 
 Decoder = Callable[[Prompts, bool], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[[int, int], None]
-_FOUR = ndi.generate_binary_structure(2, 1)
 # SAM's stability score offset, which micro-sam keeps.
 _STABILITY_OFFSET = 1.0
 
