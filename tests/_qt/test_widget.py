@@ -52,26 +52,26 @@ def test_2d_click_preview_accept_undo(make_napari_viewer, qtbot, session):
 
     widget.add_point((20, 25))
     wait_idle(widget, qtbot)
-    preview_layer = viewer.layers["MobileSAM preview"]
+    preview_layer = viewer.layers[f"{widget.image_layer.name} preview"]
     masks = widget.preview
     assert masks.shape == (1, 64, 80) and masks.dtype == bool
     np.testing.assert_array_equal(preview_layer.data, masks[0].astype(np.uint8))
     assert preview_layer.data.shape == (64, 80)
 
     # Cycling the three candidates keeps the prediction, changes the mask shown.
-    decoded = widget._result[1]
+    decoded = widget.state.result[1]
     redrawn = []
     preview_layer.events.set_data.connect(redrawn.append)  # napari's signal to its canvas to redraw the layer
     widget.next_candidate()
-    assert widget._result[1].chosen[0] == (decoded.chosen[0] + 1) % 3
-    np.testing.assert_array_equal(preview_layer.data, decoded.candidates[0, widget._result[1].chosen[0]])
+    assert widget.state.result[1].chosen[0] == (decoded.chosen[0] + 1) % 3
+    np.testing.assert_array_equal(preview_layer.data, decoded.candidates[0, widget.state.result[1].chosen[0]])
     # The preview is updated in place: napari is told to redraw it.
     assert redrawn
 
     # A second point refines the first result: the previous low-res mask is fed back.
     widget.add_point((22, 30))
     wait_idle(widget, qtbot)
-    assert widget._result[0].mask_input is not None and widget._result[0].mask_input.shape == (1, 256, 256)
+    assert widget.state.result[0].mask_input is not None and widget.state.result[0].mask_input.shape == (1, 256, 256)
 
     expected = widget.preview[0]
     ids = widget.accept()
@@ -170,8 +170,8 @@ def test_boxes_batch_and_overwrite_policy(make_napari_viewer, qtbot, session):
     widget.add_point((20, 25))  # inside the first box: the same object
     wait_idle(widget, qtbot)
     assert widget.preview.shape == (2, 64, 80)
-    assert widget._result[0].objects[0].n_points == 1
-    preview_layer = viewer.layers["MobileSAM preview"]
+    assert widget.state.result[0].objects[0].n_points == 1
+    preview_layer = viewer.layers[f"{widget.image_layer.name} preview"]
     assert set(np.unique(preview_layer.data)) <= {0, 1, 2}
     masks = widget.preview
     ids = widget.accept()
@@ -216,7 +216,7 @@ def test_3d_scroll_encodes_once_and_cache_hits(make_napari_viewer, qtbot, sessio
     # Moving on before the encode finished: the stale result is never shown on the new slice.
     viewer.dims.set_current_step(0, 1)
     wait_idle(widget, qtbot)
-    assert widget._encoded.plane.steps == (1, None, None)
+    assert widget.state.embedding.plane.steps == (1, None, None)
     assert "z=1" in widget.status
     misses = session.cache.stats["misses"]
     assert misses <= 2
@@ -225,7 +225,7 @@ def test_3d_scroll_encodes_once_and_cache_hits(make_napari_viewer, qtbot, sessio
     wait_idle(widget, qtbot)
     assert widget.preview is not None
     assert widget.points_layer.data[0][0] == 1  # the point lies on z=1
-    preview_layer = viewer.layers["MobileSAM preview"]
+    preview_layer = viewer.layers[f"{widget.image_layer.name} preview"]
     assert preview_layer.data.shape == (1, 64, 64)
     np.testing.assert_allclose(preview_layer.translate[0], 1.0)
 
@@ -259,7 +259,7 @@ def test_3d_scroll_encodes_once_and_cache_hits(make_napari_viewer, qtbot, sessio
     other.add_image(stack, name="stack")
     other.dims.set_current_step(0, 2)
     second = open_widget(other, qtbot)
-    assert second._encoded.plane.steps == (2, None, None)
+    assert second.state.embedding.plane.steps == (2, None, None)
     assert "cache hit (disk)" in second.status
     assert fresh.cache.stats["misses"] == 0
 
@@ -318,7 +318,7 @@ def test_scale_translate_prompts_land_on_the_right_pixels(make_napari_viewer, qt
     assert ids == [1]
     np.testing.assert_allclose(labels.scale, image.scale)
     np.testing.assert_allclose(labels.translate, image.translate)
-    np.testing.assert_allclose(viewer.layers["MobileSAM preview"].scale, image.scale)
+    np.testing.assert_allclose(viewer.layers[f"{widget.image_layer.name} preview"].scale, image.scale)
 
 
 def test_rotated_sheared_layers_prompts_and_outputs_follow_napari(make_napari_viewer, qtbot, session):
@@ -346,7 +346,7 @@ def test_rotated_sheared_layers_prompts_and_outputs_follow_napari(make_napari_vi
     np.testing.assert_allclose(read.xy, [[25.0, 20.0]], atol=1e-6)
 
     wait_idle(widget, qtbot)
-    preview_layer = viewer.layers["MobileSAM preview"]
+    preview_layer = viewer.layers[f"{widget.image_layer.name} preview"]
     assert widget.accept() == [1]
     labels = widget.labels_layer
     for pixel in ([20.0, 25.0], [0.0, 0.0], [63.0, 79.0]):
@@ -371,7 +371,7 @@ def test_dask_layer_reads_only_the_slice_shown(make_napari_viewer, qtbot, sessio
     viewer.dims.set_current_step(0, 3)
     reads.clear()
     widget = open_widget(viewer, qtbot)
-    assert widget._encoded.plane.steps == (3, None, None)
+    assert widget.state.embedding.plane.steps == (3, None, None)
     assert set(reads) == {3}  # napari draws z=3 and the widget reads z=3 only
     widget.add_point((20, 25))
     wait_idle(widget, qtbot)
@@ -498,5 +498,6 @@ def test_user_points_layers_are_not_taken_over(make_napari_viewer, qtbot, sessio
     widget = open_widget(viewer, qtbot)
     assert widget.points_layer is not annotations and widget.points_layer.name == "cells prompts"
     widget.add_point((20, 25))
+    widget.segment()
     assert widget.accept() == [1]
     assert len(annotations.data) == 2 and "positive" not in annotations.features

@@ -16,6 +16,7 @@ from .layer_plane import LayerPlane
 class DecodeJob:
     """Everything one prediction needs, captured on the UI thread."""
 
+    state: object  # the ImageState it was made for
     generation: int
     plane: LayerPlane
     embedding: object
@@ -47,18 +48,26 @@ class PromptDecoder:
         self._on_error = on_error
         self._worker = None
         self._waiting: DecodeJob | None = None
+        self._stopped = False
 
     @property
     def busy(self) -> bool:
         return self._worker is not None or self._waiting is not None
 
     def submit(self, job: DecodeJob) -> None:
+        if self._stopped:
+            return
         if self._worker is None:
             self._start(job)
         else:
             self._waiting = job
 
     def cancel_waiting(self) -> None:
+        self._waiting = None
+
+    def stop(self) -> None:
+        """No more decodes and no more callbacks (the widget closed)."""
+        self._stopped = True
         self._waiting = None
 
     def _start(self, job: DecodeJob) -> None:
@@ -69,6 +78,8 @@ class PromptDecoder:
         worker.start()
 
     def _returned(self, result) -> None:
+        if self._stopped:
+            return
         if isinstance(result, Failed):
             self._on_error(result.error)
             return

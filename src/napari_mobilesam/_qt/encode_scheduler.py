@@ -67,10 +67,16 @@ class PlaneEncoder:
         self._target: LayerPlane | None = None
         self._worker = None
         self._running: LayerPlane | None = None
+        self._stopped = False
 
     @property
     def busy(self) -> bool:
         return self._worker is not None
+
+    def stop(self) -> None:
+        """No more encodes and no more callbacks (the widget closed); an encode under way finishes unseen."""
+        self._stopped = True
+        self._target = None
 
     @property
     def target(self) -> LayerPlane | None:
@@ -79,7 +85,7 @@ class PlaneEncoder:
     def request(self, plane: LayerPlane | None) -> None:
         """Make ``plane`` the target (None: nothing) and encode it unless already under way."""
         self._target = plane
-        if plane is not None and self._worker is None:
+        if plane is not None and self._worker is None and not self._stopped:
             self._start(plane)
 
     def _start(self, plane: LayerPlane) -> None:
@@ -97,6 +103,8 @@ class PlaneEncoder:
         worker.start()
 
     def _returned(self, result) -> None:
+        if self._stopped:
+            return
         if isinstance(result, Failed):
             if self._target is not None and self._running is not None and self._running.key == self._target.key:
                 self._target = None  # do not retry the same failure in a loop
@@ -108,5 +116,5 @@ class PlaneEncoder:
         ran = self._running
         self._worker = self._running = None
         target = self._target
-        if target is not None and (ran is None or ran.key != target.key):
+        if target is not None and not self._stopped and (ran is None or ran.key != target.key):
             self._start(target)

@@ -1,14 +1,18 @@
 """The "Segment everything" section of the MobileSAM widget: every object on the slice shown, or on every slice.
 
 *This slice* segments the plane on screen (a worker with a progress bar) and
-writes the objects into the widget's Labels layer (or a new one) as one undo
+writes the objects into the image's Labels layer (or a new one) as one undo
 step, respecting *Overwrite existing labels*. *All slices* runs the whole-stack
 command (:mod:`~napari_mobilesam._qt.stack_command`) on the widget's image:
-slices appear in a new ``"<image> everything"`` layer as they finish; when a
-Labels layer is picked in the widget, the linked result is then written into
-it (one undo step, same overwrite rule) and the temporary layer removed.
+slices appear in a new ``"<image> everything"`` layer as they finish; when the
+image has a Labels layer, the linked result is then written into it (one undo
+step, same overwrite rule) and the temporary layer removed. A run started
+from the menu shows here too, with its Cancel.
 
-Every change of a control becomes the last-used settings
+The settings form is built with magicgui from
+:class:`~napari_mobilesam.segment.params.EverythingParams` (ranges and help from
+its fields): the sampler and grid size in sight, the thresholds under
+*Advanced*. Every change becomes the last-used settings
 (:mod:`napari_mobilesam.interactive.settings`) that the menu command uses.
 """
 
@@ -21,18 +25,7 @@ import numpy as np
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info
 from napari.utils.progress import progress
-from qtpy.QtWidgets import (
-    QApplication,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QGridLayout,
-    QGroupBox,
-    QLabel,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
-)
+from qtpy.QtWidgets import QApplication, QGridLayout, QGroupBox, QLabel, QPushButton, QVBoxLayout
 
 from ..errors import MobileSAMError
 from ..interactive import planes as slicing
@@ -42,9 +35,19 @@ from . import labels_output
 from .encode_scheduler import Failed
 from .layer_plane import LayerPlane, current_plane
 from .notify import report
-from .stack_command import StackRun, guarded
+from .params_form import ParamsForm
+from .stack_command import RUNS, StackRun, guarded
 
-SAMPLERS = {"grid": "Point grid (SAM)", "boxes": "Box proposals (MobileSAMv2)"}
+SAMPLERS = [("Point grid (SAM)", "grid"), ("Box proposals (MobileSAMv2)", "boxes")]
+ADVANCED = (
+    "pred_iou_thresh",
+    "stability_score_thresh",
+    "stability_score_offset",
+    "box_nms_thresh",
+    "min_mask_region_area",
+    "points_per_batch",
+    "boxes_per_batch",
+)
 
 
 def everything_on_plane(session, plane: LayerPlane, settings: EverythingParams) -> Generator:
@@ -67,16 +70,6 @@ def _objects(count: int) -> str:
     return f"{count} object" if count == 1 else f"{count} objects"
 
 
-def _fraction(value: float, minimum: float = 0.0, tooltip: str = "") -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(minimum, 1.0)
-    box.setDecimals(2)
-    box.setSingleStep(0.01)
-    box.setValue(value)
-    box.setToolTip(tooltip)
-    return box
-
-
 class EverythingSection(QGroupBox):
     """Segment every object on the slice shown (*This slice*) or on all slices (*All slices*).
 
@@ -89,23 +82,17 @@ class EverythingSection(QGroupBox):
         self._widget = widget
         self._slice_worker = None
         self._slice_progress = None
-        #: The latest :class:`~napari_mobilesam._qt.stack_command.StackRun` of *All slices*.
+        self._slice_plane = None
+        self._slice_cancelled = False
+        #: The latest :class:`~napari_mobilesam._qt.stack_command.StackRun` shown here (All slices or the menu's).
         self.last_run: StackRun | None = None
 
-        self.sampler = QComboBox()
-        for key, text in SAMPLERS.items():
-            self.sampler.addItem(text, key)
-        self.sampler.setToolTip("Point grid: SAM's automatic masks. Box proposals: one box prompt per likely object.")
-        self.points_per_side = QSpinBox()
-        self.points_per_side.setRange(1, 256)
-        self.points_per_side.setToolTip("The grid has points_per_side² point prompts (grid sampler).")
-        self.pred_iou_thresh = _fraction(0.88, tooltip="Keep masks whose predicted IoU is above this.")
-        self.stability_score_thresh = _fraction(0.95, tooltip="Keep masks whose stability score is at least this.")
-        self.box_nms_thresh = _fraction(0.7, 0.01, "Drop masks whose box overlaps a better one's by more than this.")
-        self.min_mask_region_area = QSpinBox()
-        self.min_mask_region_area.setRange(0, 10_000_000)
-        self.min_mask_region_area.setSuffix(" px")
-        self.min_mask_region_area.setToolTip("> 0: fill holes and remove islands smaller than this in each mask.")
+        self.form = ParamsForm(
+            EverythingParams,
+            advanced=ADVANCED,
+            labels={"points_per_side": "Points per side", "sampler": "Sampler"},
+            choices={"sampler": SAMPLERS},
+        )
         self.this_slice = QPushButton("This slice")
         self.this_slice.setToolTip("Segment every object on the slice shown into the Labels layer (one undo step).")
         self.all_slices = QPushButton("All slices")
@@ -115,66 +102,49 @@ class EverythingSection(QGroupBox):
         self.status = QLabel("")
         self.status.setWordWrap(True)
 
-        form = QFormLayout()
-        form.addRow("Sampler", self.sampler)
-        form.addRow("Points per side", self.points_per_side)
-        form.addRow("Predicted IoU >", self.pred_iou_thresh)
-        form.addRow("Stability ≥", self.stability_score_thresh)
-        form.addRow("Box NMS IoU", self.box_nms_thresh)
-        form.addRow("Min. region area", self.min_mask_region_area)
         buttons = QGridLayout()
         buttons.addWidget(self.this_slice, 0, 0)
         buttons.addWidget(self.all_slices, 0, 1)
         buttons.addWidget(self.cancel_button, 1, 0, 1, 2)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
+        layout.addWidget(self.form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
 
         self.set_settings(last_used())
-        for control in (self.points_per_side, self.pred_iou_thresh, self.stability_score_thresh, self.box_nms_thresh):
-            control.valueChanged.connect(self._remember)
-        self.min_mask_region_area.valueChanged.connect(self._remember)
-        self.sampler.currentIndexChanged.connect(self._remember)
+        self.form.changed.connect(self._remember)
         self.this_slice.clicked.connect(self.segment_slice)
         self.all_slices.clicked.connect(self.segment_all_slices)
         self.cancel_button.clicked.connect(self.cancel)
+        RUNS.started.connect(self._on_run_started)
 
-    # -- settings ----------------------------------------------------------------
+    # -- settings ----------------------------------------------------------------------------
 
     def settings(self) -> EverythingParams:
         """The settings shown."""
-        return EverythingParams(
-            sampler=self.sampler.currentData(),
-            points_per_side=self.points_per_side.value(),
-            pred_iou_thresh=round(self.pred_iou_thresh.value(), 4),
-            stability_score_thresh=round(self.stability_score_thresh.value(), 4),
-            box_nms_thresh=round(self.box_nms_thresh.value(), 4),
-            min_mask_region_area=self.min_mask_region_area.value(),
-        )
+        return self.form.value()
 
     def set_settings(self, settings: EverythingParams) -> None:
         """Show ``settings`` (and make them the last-used ones)."""
-        index = self.sampler.findData(settings.sampler)
-        if index < 0:
-            raise MobileSAMError(f"Unknown sampler {settings.sampler!r}; choose one of {', '.join(SAMPLERS)}.")
-        self.sampler.setCurrentIndex(index)
-        self.points_per_side.setValue(settings.points_per_side)
-        self.pred_iou_thresh.setValue(settings.pred_iou_thresh)
-        self.stability_score_thresh.setValue(settings.stability_score_thresh)
-        self.box_nms_thresh.setValue(settings.box_nms_thresh)
-        self.min_mask_region_area.setValue(settings.min_mask_region_area)
+        if not isinstance(settings, EverythingParams):
+            raise MobileSAMError(f"Expected EverythingParams, got {type(settings).__name__}.")
+        self.form.set_value(settings)
         self._remember()
 
     def _remember(self, *_) -> None:
-        self.points_per_side.setEnabled(self.sampler.currentData() == "grid")
-        remember(self.settings())
+        try:
+            settings = self.settings()
+        except MobileSAMError as error:
+            self.status.setText(str(error))
+            return
+        self.form.widgets["points_per_side"].enabled = settings.sampler == "grid"
+        remember(settings)
 
-    # -- running -----------------------------------------------------------------
+    # -- running -------------------------------------------------------------------------------
 
     @property
     def busy(self) -> bool:
-        """Whether *This slice* or *All slices* is running."""
+        """Whether *This slice* or a whole-stack run (All slices or the menu's) is running."""
         return self._slice_worker is not None or (self.last_run is not None and self.last_run.busy)
 
     def _can_start(self) -> bool:
@@ -182,7 +152,7 @@ class EverythingSection(QGroupBox):
         if self.busy:
             show_info("MobileSAM: segment everything is running; wait for it or press Cancel.")
             return False
-        return self._widget._require_image()
+        return self._widget.require_image()
 
     def segment_slice(self):
         """Segment every object on the plane shown into the Labels layer; returns the worker (or None)."""
@@ -191,14 +161,15 @@ class EverythingSection(QGroupBox):
             return None
         try:
             plane = current_plane(widget.viewer, widget.image_layer)
+            settings = self.settings()
         except MobileSAMError as error:
             report(error, "reading the plane shown")
             return None
-        settings = self.settings()
         remember(settings)
-        steps = everything_on_plane(widget._session(), plane, settings)
+        steps = everything_on_plane(widget.session(), plane, settings)
         worker = create_worker(guarded, steps, _ignore_errors=True)
         self._slice_progress = progress(total=0, desc=f"MobileSAM: segment everything on {plane.describe()}")
+        self._slice_plane, self._slice_cancelled = plane, False
         worker.yielded.connect(self._on_slice_step)
         worker.returned.connect(lambda result: self._on_slice_returned(plane, result))
         worker.errored.connect(lambda error: report(error, "segmenting everything"))
@@ -214,11 +185,13 @@ class EverythingSection(QGroupBox):
         if bar is not None and total:
             bar.total = total
             bar.update(done - bar.n)
+            if not self._slice_cancelled and done < total:  # the last step's news may arrive after the result
+                self.status.setText(f"{self._slice_plane.describe()}: segmenting… step {done + 1} of {total}")
 
     def _on_slice_returned(self, plane: LayerPlane, result) -> None:
         if isinstance(result, Failed):
             report(result.error, "segmenting everything")
-            self.status.setText(f"{plane.describe()}: failed")
+            self.status.setText(f"{plane.describe()}: failed (see the notification)")
         else:
             self._write_slice(plane, result)
 
@@ -227,13 +200,8 @@ class EverythingSection(QGroupBox):
         if plane.layer not in widget.viewer.layers:
             return
         try:
-            if widget.image_layer is plane.layer:
-                target = widget._output_labels()  # the picked layer, or a new one it then picks
-            else:  # the user switched images meanwhile
-                target = labels_output.new_labels_layer(plane.layer)
-                widget.viewer.add_layer(target)
-            if target is None:
-                return
+            state = widget.image_layers.state_for(plane.layer)
+            target = widget.image_layers.output_labels(state)
             ids = labels_output.paint_into_layer(target, labels, slicing.plane_index(plane.steps), widget.overwrite)
         except MobileSAMError as error:
             report(error, "writing the labels")
@@ -243,10 +211,13 @@ class EverythingSection(QGroupBox):
         if len(ids) < found:
             text += f" ({found - len(ids)} found only over existing labels; tick 'Overwrite')"
         self.status.setText(text)
+        state.set_message(text)
 
     def _on_slice_finished(self) -> None:
         if self._slice_progress is not None:
             self._slice_progress.close()
+        if self._slice_cancelled and self._slice_plane is not None:
+            self.status.setText(f"{self._slice_plane.describe()}: cancelled")
         self._slice_worker = self._slice_progress = None
         self._set_running(False)
 
@@ -256,31 +227,44 @@ class EverythingSection(QGroupBox):
         if not self._can_start():
             return None
         image, target, overwrite = widget.image_layer, widget.labels_layer, widget.overwrite
-        settings = self.settings()
-        remember(settings)
         try:
+            settings = self.settings()
+            remember(settings)
             if target is not None:
                 labels_output.check_labels_fit(target, image)
             run = StackRun(
                 widget.viewer,
                 image,
-                widget._session(),
+                widget.session(),
                 settings,
                 on_done=lambda run: self._on_run_done(run, target, overwrite),
             )
         except MobileSAMError as error:
             report(error, "starting All slices")
             return None
-        self.last_run = run
-        self._set_running(True, f"{image.name}: segmenting {run.n_slices} slices…")
+        widget.tools.apply()  # the tool (e.g. clicking points) stays in effect
         return run
 
+    def _on_run_started(self, run: StackRun) -> None:
+        """A whole-stack run started (here or from the menu): show its progress, offer Cancel."""
+        if run.viewer is not self._widget.viewer:
+            return
+        self.last_run = run
+        run.changed.connect(self._on_run_changed)
+        self._set_running(True, run.status)
+
+    def _on_run_changed(self, text: str) -> None:
+        run = self.last_run
+        if run is None:
+            return
+        self.status.setText(text)
+        if run.finished:
+            self._set_running(False)
+
     def _on_run_done(self, run: StackRun, target, overwrite: bool) -> None:
-        self._set_running(False)
         if run.failed is not None:
             return
         layers = self._widget.viewer.layers
-        text = f"{run.image.name}: {run.slices_done} of {run.n_slices} slices"
         if target is not None and target in layers and run.layer in layers:
             try:
                 ids = labels_output.paint_into_layer(target, run.layer.data, (), overwrite)
@@ -288,16 +272,15 @@ class EverythingSection(QGroupBox):
                 report(error, "writing the labels")
                 return
             layers.remove(run.layer)
-            text += f", {_objects(len(ids))} into {target.name!r}"
-        elif run.layer in layers:
-            text += f", {_objects(int(run.layer.data.max(initial=0)))} into {run.layer.name!r}"
-        self.status.setText(text)
+            run.status += f", {_objects(len(ids))} written into {target.name!r}"
 
     def cancel(self) -> None:
-        """Stop the running segmentation (*All slices* keeps its finished slices)."""
+        """Stop the running segmentation at the end of its prompt batch (*All slices* keeps its finished slices)."""
         if self._slice_worker is not None:
+            self._slice_cancelled = True
+            self.status.setText(f"{self._slice_plane.describe()}: cancelling…")
             self._slice_worker.quit()
-        if self.last_run is not None:
+        if self.last_run is not None and self.last_run.busy:
             self.last_run.cancel()
 
     def wait(self, timeout: float = 600.0) -> bool:
@@ -309,6 +292,12 @@ class EverythingSection(QGroupBox):
             QApplication.instance().processEvents()
             time.sleep(0.002)
         return True
+
+    def close_section(self) -> None:
+        """The widget closes: stop listening, cancel what runs here."""
+        RUNS.started.disconnect(self._on_run_started)
+        if self._slice_worker is not None:
+            self._slice_worker.quit()
 
     def _set_running(self, running: bool, text: str | None = None) -> None:
         self.this_slice.setEnabled(not running)

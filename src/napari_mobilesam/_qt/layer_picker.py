@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox
 
@@ -12,19 +14,23 @@ class LayerPicker(QComboBox):
     """Pick a layer of ``layer_type`` from ``viewer.layers``.
 
     ``none_text``: the first entry, meaning "no layer" (e.g. "(new on accept)");
-    ``None`` for no such entry. Layers whose metadata role is in ``exclude_roles``
-    (the widget's own preview) are not listed. ``changed`` is emitted with the
-    picked layer (or None) whenever the pick changes, also when the picked layer is removed.
+    ``None`` for no such entry. ``eligible(layer)``, when given, decides which
+    layers of the type are listed. ``changed`` is emitted with the picked layer
+    (or None) when the user picks another one, when :meth:`set_layer` is called,
+    and when the picked layer is removed; :meth:`show_layer` changes what is
+    shown without emitting.
     """
 
     changed = Signal(object)
 
-    def __init__(self, viewer, layer_type, none_text: str | None = None, exclude_roles=(), parent=None) -> None:
+    def __init__(
+        self, viewer, layer_type, none_text: str | None = None, eligible: Callable | None = None, parent=None
+    ) -> None:
         super().__init__(parent)
         self._viewer = viewer
         self._layer_type = layer_type
         self._none_text = none_text
-        self._exclude = set(exclude_roles)
+        self._eligible_extra = eligible
         self._layers: list = []
         self._current = None
         self._watched: set[int] = set()
@@ -50,23 +56,45 @@ class LayerPicker(QComboBox):
         return self._current
 
     def set_layer(self, layer) -> None:
-        """Pick ``layer`` (it must be listed), or the "none" entry for None."""
+        """Pick ``layer`` (it must be listed), or the "none" entry for None; emits ``changed``."""
+        position = self._position(layer)
+        if self.currentIndex() == position:
+            self._on_index_changed(position)
+        else:
+            self.setCurrentIndex(position)
+
+    def show_layer(self, layer) -> None:
+        """Show ``layer`` as picked (None: the "none" entry) without emitting ``changed``."""
+        position = self._position(layer)
+        self.blockSignals(True)
+        try:
+            self.setCurrentIndex(position)
+        finally:
+            self.blockSignals(False)
+        self._current = layer
+
+    def _position(self, layer) -> int:
         if layer is None:
             if self._none_text is None:
                 raise ValueError("This picker has no empty choice.")
-            self.setCurrentIndex(0)
-            return
+            return 0
         self._refresh()
         if layer not in self._layers:
             raise ValueError(f"Layer {getattr(layer, 'name', layer)!r} cannot be picked here.")
-        self.setCurrentIndex(self._layers.index(layer) + self._offset)
+        return self._layers.index(layer) + self._offset
 
     @property
     def _offset(self) -> int:
         return 0 if self._none_text is None else 1
 
     def _eligible(self, layer) -> bool:
-        return isinstance(layer, self._layer_type) and layer.metadata.get(ROLE_KEY) not in self._exclude
+        if not isinstance(layer, self._layer_type):
+            return False
+        return self._eligible_extra is None or bool(self._eligible_extra(layer))
+
+    def refresh(self) -> None:
+        """List the viewer's layers again (e.g. after what is eligible changed)."""
+        self._refresh()
 
     def _refresh(self, event=None) -> None:
         for layer in self._viewer.layers:
@@ -99,6 +127,5 @@ class LayerPicker(QComboBox):
     def _on_index_changed(self, index: int) -> None:
         position = index - self._offset
         layer = self._layers[position] if 0 <= position < len(self._layers) else None
-        if layer is not self._current:
-            self._current = layer
-            self.changed.emit(layer)
+        self._current = layer
+        self.changed.emit(layer)

@@ -45,9 +45,7 @@ class LayerPlane:
 
     def describe(self) -> str:
         """E.g. ``"z=12"``, ``"t=3, z=12"`` or ``"2D"`` (axis names from the end: x, y, z, t)."""
-        names = _axis_names(len(self.steps))
-        parts = [f"{names[axis]}={step}" for axis, step in enumerate(self.steps) if step is not None]
-        return ", ".join(parts) if parts else "2D"
+        return slicing.describe_steps(self.steps)
 
     def read(self) -> np.ndarray:
         """The plane's pixels (reads only this plane of lazy data); call from a worker."""
@@ -85,11 +83,6 @@ class LayerPlane:
             index,
             count,
         )
-
-
-def _axis_names(ndim: int) -> list[str]:
-    names = ["x", "y", "z", "t"][:ndim][::-1]
-    return [f"axis {i}" for i in range(ndim - len(names))] + names
 
 
 def spatial_shape(layer) -> tuple[int, ...]:

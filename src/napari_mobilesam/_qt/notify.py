@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from napari.utils.notifications import show_error
@@ -18,3 +19,20 @@ def report(error: Exception, doing: str) -> None:
     else:
         logger.error("MobileSAM failed while %s", doing, exc_info=error)
         show_error(f"MobileSAM failed while {doing}: {type(error).__name__}: {error}")
+
+
+def reporting(doing: str):
+    """Decorate a callback of napari's events: an exception becomes a notification, not napari's traceback dialog."""
+
+    def decorate(function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except Exception as error:  # a slot must never raise into napari's event loop
+                report(error, doing)
+                return None
+
+        return call
+
+    return decorate

@@ -1,130 +1,125 @@
 """The plane on screen and its embedding: follow the viewer, encode the plane shown, prefetch its neighbours.
 
-A mixin of :class:`~napari_mobilesam._qt.widget.MobileSAMWidget`. Encoding runs
-in workers; a result is used only while it still matches the plane on screen.
+Encoding runs in workers (the model loads in the first one); a result is used
+only while it still matches the plane the current image shows. What happens
+is written into the image's state, and the widget redraws from there.
 """
 
 from __future__ import annotations
 
 import time
 
-from napari.utils.notifications import show_warning
-
 from ..errors import MobileSAMError
 from ..interactive import planes as slicing
-from .encode_scheduler import Encoded, encode_plane
+from .encode_scheduler import Encoded
 from .layer_plane import LayerPlane, current_plane
 from .notify import report
 
 USER_IDLE_SECONDS = 0.5
+_SOURCE_TEXT = {"memory": "cache hit (memory)", "disk": "cache hit (disk)", "computed": "cache miss, encoded"}
 
 
-class PlaneTracking:
-    """Which plane is shown, its embedding and the user's idleness; state lives on the widget."""
+class PlaneFollower:
+    """Keeps the current image's plane and embedding up to date; ``widget`` provides viewer, state and workers."""
 
-    # -- the plane on screen -------------------------------------------------------
+    def __init__(self, widget) -> None:
+        self.widget = widget
+        self.last_action = time.monotonic()
 
-    def _current_plane_or_warn(self) -> LayerPlane | None:
-        if not self._require_image():
-            return None
-        self._view_timer.stop()
-        self._update_plane()
-        if self._plane is None:
-            show_warning(f"MobileSAM: {self._plane_text}")
-        return self._plane
+    def touch(self) -> None:
+        """The user did something: background work waits a little."""
+        self.last_action = time.monotonic()
 
-    @property
-    def plane(self) -> LayerPlane | None:
-        """The plane being segmented (layer, steps per axis, multiscale level), or None."""
-        return self._plane
+    def user_is_busy(self) -> bool:
+        # Read from the prefetch thread: plain attribute reads only.
+        widget = self.widget
+        recent = time.monotonic() - self.last_action < USER_IDLE_SECONDS
+        return recent or widget.encoder.busy or widget.decoder.busy
 
-    def _on_view_event(self, event=None) -> None:
-        self._touch()
-        self._view_timer.start()
-
-    def _update_plane(self) -> None:
-        if self._image is None:
+    def update(self) -> None:
+        """Recompute the plane shown for the current image; a new plane is encoded (or taken from the cache)."""
+        widget = self.widget
+        state = widget.state
+        if state is None:
             return
         try:
-            plane = current_plane(self.viewer, self._image)
+            plane = current_plane(widget.viewer, state.image)
         except MobileSAMError as error:
-            self._plane = None
-            self.encoder.request(None)
-            self._plane_text = str(error)
-            self._set_status()
+            if state.set_plane(None, str(error)):
+                widget.encoder.request(None)
             return
-        if self._plane is not None and plane.key == self._plane.key:
+        if not state.set_plane(plane):
             return
-        self._plane = plane
-        self._result = None
-        self._requested_signature = None
-        self._generation += 1
-        self.decoder.cancel_waiting()
-        self.prefetcher.stop()
-        self._prefetch_timer.stop()
-        self._show_preview(None)
-        if self._encoded is not None and self._encoded.plane.key != plane.key:
-            self._encoded = None
-        if self._encoded is None:
-            self._plane_text = f"{plane.describe()}: waiting to encode"
-            self.encoder.request(plane)
-        self._set_status()
-        self._schedule_predict()
+        widget.decoder.cancel_waiting()
+        widget.prefetcher.stop()
+        widget.timers["prefetch"].stop()
+        if state.embedding_ready:
+            widget.prompts.schedule(touch=False)
+            return
+        widget.encoder.request(plane)
+        widget.prompts.schedule()
 
-    # -- encoding ----------------------------------------------------------------
+    # -- encoding (callbacks of the encode scheduler, UI thread) -------------------------------
 
-    def _on_encode_start(self, plane: LayerPlane) -> None:
-        self._plane_text = f"{plane.describe()}: encoding…"
-        self._set_status()
+    def on_encode_start(self, plane: LayerPlane) -> None:
+        state = self._state_of(plane)
+        if state is not None:
+            loading = not self.widget.session().has_model
+            state.set_embedding_state("loading" if loading else "encoding", "loading the model…" if loading else "encoding…")
 
-    def _on_encoded(self, result: Encoded) -> None:
-        self._encoded = result
-        what = {"memory": "cache hit (memory)", "disk": "cache hit (disk)", "computed": "cache miss, encoded"}
-        self._plane_text = f"{result.plane.describe()}: {what[result.source]} in {result.seconds * 1000:.0f} ms"
-        self._update_cache_text(result.cache_text)
-        self._set_status()
-        self._schedule_predict(touch=False)
-        if self.prefetch:
-            self._prefetch_timer.start()
+    def on_encoded(self, result: Encoded) -> None:
+        state = self._state_of(result.plane)
+        self.widget.update_cache_text(result.cache_text)
+        if state is None:
+            return
+        state.set_embedding(result, f"{_SOURCE_TEXT[result.source]} in {result.seconds * 1000:.0f} ms")
+        if state is self.widget.state:
+            self.widget.prompts.schedule(touch=False)
+            if self.widget.prefetch:
+                self.widget.timers["prefetch"].start()
 
-    def _on_encode_error(self, error: Exception) -> None:
-        self._plane_text = "not encoded (see the notification)"
-        self._set_status()
+    def on_encode_error(self, error: Exception) -> None:
+        state = self.widget.state
+        if state is not None:
+            state.set_embedding_state("failed", "not encoded (see the notification)")
+            if state.accept_waiting:
+                state.set_accept_waiting(False)
         report(error, "encoding")
 
-    def encode(self) -> str | None:
-        """Encode the plane shown now, waiting for it (scripts). Returns the source: "memory", "disk" or "computed"."""
-        plane = self._current_plane_or_warn()
-        if plane is None:
-            return None
-        result = self._encode_now(plane)
-        return None if result is None else result.source
+    def _state_of(self, plane: LayerPlane):
+        state = self.widget.state
+        if state is None or state.image is not plane.layer or state.plane is None or state.plane.key != plane.key:
+            return None  # the user has moved on: the cache keeps the result
+        return state
 
-    def _encode_now(self, plane: LayerPlane) -> Encoded | None:
-        if self._encoded is not None and self._encoded.plane.key == plane.key:
-            return self._encoded
-        try:
-            result = encode_plane(self._session(), plane)
-        except Exception as error:
-            report(error, "encoding")
+    def encode_now(self) -> str | None:
+        """Encode the plane shown, waiting for it (scripts). Returns the source: "memory", "disk" or "computed"."""
+        widget = self.widget
+        state = widget.state
+        if not widget.require_image():
             return None
-        self._on_encoded(result)
-        return result
+        self.update()
+        if state.plane is None:
+            report(MobileSAMError(state.plane_problem or "no plane to encode"), "encoding")
+            return None
+        if not state.embedding_ready:
+            if not widget.encoder.busy:
+                widget.encoder.request(state.plane)
+            if not widget.wait() or not state.embedding_ready:
+                return None
+        return state.embedding.source
 
-    def _start_prefetch(self) -> None:
-        plane = self._plane
-        if not self.prefetch or plane is None or self._encoded is None:
+    # -- prefetching the neighbours ---------------------------------------------------------------
+
+    def start_prefetch(self) -> None:
+        widget = self.widget
+        state = widget.state
+        if not widget.prefetch or state is None or not state.embedding_ready:
             return
+        plane = state.plane
         steps = slicing.neighbour_steps(plane.steps, plane.full_shape)
-        self.prefetcher.start([plane.at(s) for s in steps])
+        widget.prefetcher.start([plane.at(s) for s in steps])
 
-    def _on_prefetched(self, result: Encoded) -> None:
-        self._update_cache_text(result.cache_text)
+    def on_prefetched(self, result: Encoded) -> None:
+        self.widget.update_cache_text(result.cache_text)
 
-    def _user_is_busy(self) -> bool:
-        # Read from the prefetch thread: plain attribute reads only.
-        recent = time.monotonic() - self._last_action < USER_IDLE_SECONDS
-        return recent or self.encoder.busy or self.decoder.busy
-
-    def _touch(self) -> None:
-        self._last_action = time.monotonic()

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 from napari.layers import Labels
 
-from .layer_picker import ROLE_KEY
 from .layer_plane import LayerPlane, world_affine
-
-PREVIEW_NAME = "MobileSAM preview"
+from .prompt_layers import helper_metadata
 
 
 def preview_geometry(plane: LayerPlane) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
@@ -36,16 +34,16 @@ def preview_geometry(plane: LayerPlane) -> tuple[tuple[int, ...], np.ndarray, np
 
 
 def new_preview_layer(plane: LayerPlane) -> Labels:
-    """An empty preview layer on ``plane``."""
+    """An empty preview layer ``"<image> preview"`` on ``plane``."""
     shape, scale, translate = preview_geometry(plane)
     layer = Labels(
         np.zeros(shape, dtype=np.uint8),
-        name=PREVIEW_NAME,
+        name=f"{plane.layer.name} preview",
         scale=scale,
         translate=translate,
         affine=world_affine(plane.layer),  # the image's rotate and shear included
         opacity=0.6,
-        metadata={ROLE_KEY: "preview"},
+        metadata=helper_metadata("preview", plane.layer),
     )
     layer.editable = False
     return layer

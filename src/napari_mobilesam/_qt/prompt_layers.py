@@ -1,8 +1,10 @@
-"""The prompt layers: a Points layer of positive/negative clicks and a Shapes layer of boxes.
+"""The helper layers the widget makes for an image: a Points layer of clicks, a Shapes layer of boxes.
 
 Positive points are green and negative ones red; the polarity is the point
 feature ``positive``. Left click adds a point of the default polarity, right
-click or Alt+click one of the other; ``T`` toggles the default.
+click or Alt+click one of the other; ``T`` toggles the default. Each helper
+layer records in its metadata its role and the image it belongs to, so the
+widget finds and reuses it instead of making another, and removes it with its image.
 """
 
 from __future__ import annotations
@@ -12,10 +14,26 @@ from napari.layers import Points, Shapes
 
 from .layer_picker import ROLE_KEY
 
+OWNER_KEY = "napari_mobilesam_image"  # layer.metadata: the unique id of the image a helper layer belongs to
 POLARITY = "positive"
 POSITIVE_COLOR = "#33e633"
 NEGATIVE_COLOR = "#ff3333"
 BOX_COLOR = "#ffd700"
+MIN_SCREEN_PIXELS = 5  # points stay visible when zoomed out
+
+
+def owner_id(image) -> str:
+    return str(image.unique_id)
+
+
+def helper_metadata(role: str, image) -> dict:
+    return {ROLE_KEY: role, OWNER_KEY: owner_id(image)}
+
+
+def is_helper_of(layer, image, role: str | None = None) -> bool:
+    """Whether ``layer`` is a helper layer the widget made for ``image`` (of ``role``, if given)."""
+    meta = layer.metadata
+    return meta.get(OWNER_KEY) == owner_id(image) and (role is None or meta.get(ROLE_KEY) == role)
 
 
 def _spatial_kwargs(image) -> dict:
@@ -24,8 +42,19 @@ def _spatial_kwargs(image) -> dict:
     return {"ndim": image.ndim, **{name: getattr(image, name) for name in geometry}}
 
 
+def plane_extent(image) -> int:
+    """The longest side in pixels of the image's last two spatial axes (full resolution)."""
+    shape = image.data[0].shape if image.multiscale else image.data.shape
+    spatial = shape[:-1] if image.rgb else shape
+    return int(max(spatial[-2:]))
+
+
 def new_points_layer(image) -> Points:
-    """An empty prompt Points layer in ``image``'s coordinates (not yet added to a viewer)."""
+    """An empty prompt Points layer in ``image``'s coordinates (not yet added to a viewer).
+
+    Points are about 1 % of the image's extent and never below a few screen pixels;
+    the layer's colour control shows green, the colour of the first click.
+    """
     layer = Points(
         name=f"{image.name} prompts",
         features={POLARITY: np.zeros(0, dtype=bool)},
@@ -33,11 +62,12 @@ def new_points_layer(image) -> Points:
         face_color_cycle={True: POSITIVE_COLOR, False: NEGATIVE_COLOR},
         border_color="white",
         border_width=0.1,
-        size=max(3.0, 0.012 * max(image.data[0].shape[-2:] if image.multiscale else image.data.shape[-2:])),
-        metadata={ROLE_KEY: "prompts"},
+        size=max(1.0, 0.01 * plane_extent(image)),
+        canvas_size_limits=(MIN_SCREEN_PIXELS, 10000),
+        metadata=helper_metadata("prompts", image),
         **_spatial_kwargs(image),
     )
-    layer.feature_defaults[POLARITY] = True
+    set_default_polarity(layer, True)
     return layer
 
 
@@ -47,8 +77,8 @@ def new_boxes_layer(image) -> Shapes:
         name=f"{image.name} boxes",
         edge_color=BOX_COLOR,
         face_color="transparent",
-        edge_width=max(1.0, 0.004 * max(image.data[0].shape[-2:] if image.multiscale else image.data.shape[-2:])),
-        metadata={ROLE_KEY: "boxes"},
+        edge_width=max(1.0, 0.004 * plane_extent(image)),
+        metadata=helper_metadata("boxes", image),
         **_spatial_kwargs(image),
     )
 
@@ -61,7 +91,14 @@ def ensure_polarity_feature(layer: Points) -> None:
         layer.features = features
         layer.face_color_cycle = {True: POSITIVE_COLOR, False: NEGATIVE_COLOR}
         layer.face_color = POLARITY
-    layer.feature_defaults[POLARITY] = True
+    set_default_polarity(layer, True)
+
+
+def set_default_polarity(layer: Points, positive: bool) -> None:
+    """The polarity (and the colour shown in the layer controls) of the next point added."""
+    defaults = layer.feature_defaults.iloc[0].to_dict() if len(layer.feature_defaults.columns) else {}
+    defaults[POLARITY] = bool(positive)
+    layer.feature_defaults = defaults  # assigned whole, so the layer controls' colour follows
 
 
 def polarities(layer: Points) -> np.ndarray:

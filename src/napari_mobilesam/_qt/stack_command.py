@@ -1,20 +1,23 @@
-"""Layers › Segment › Segment whole stack (MobileSAM): segment everything on every slice of the selected image.
+"""Layers › Segment › Segment whole stack (MobileSAM): segment everything on every slice of an image.
 
 The command (``napari-mobilesam.segment_stack``) takes the selected Image
-layer and the last-used settings of the widget's "Segment everything" section
-(:mod:`napari_mobilesam.interactive.settings`), and runs
-:func:`~napari_mobilesam.segment.stack.iter_segment_stack` in a worker with the shared
-session's model and embedding cache. Finished slices appear in a new Labels
-layer ``"<image> everything"`` (the image's scale and translate) as they
-arrive; the progress bar's Cancel (activity dock or status bar) stops after
-the slice being computed and keeps the finished ones. At the end, finished or
-cancelled, objects that continue on the next z-slice are given one id
-(:func:`~napari_mobilesam.segment.stack.link_slices`) and ids are renumbered ``1..N``,
-in a worker too: the result equals :func:`~napari_mobilesam.segment.stack.segment_stack`'s.
+layer -- or, when a layer the MobileSAM widget made is selected (its prompts,
+boxes or labels), that layer's image, or the widget's image -- and the
+last-used settings of the widget's "Segment everything" section
+(:mod:`napari_mobilesam.interactive.settings`). It runs
+:func:`~napari_mobilesam.segment.stack.iter_segment_stack` in a worker with
+the default session's model and embedding cache. Finished slices appear in a
+new Labels layer ``"<image> everything"`` as they arrive (the layer selection
+is left as it was). Cancel (the progress bar, or the widget) takes effect
+between two prompt batches, within about a second; finished slices are kept.
+At the end, objects that continue on the next z-slice are given one id and
+ids are renumbered ``1..N`` (:mod:`napari_mobilesam.segment.linking`), in a
+worker too: the result equals :func:`~napari_mobilesam.segment_stack`'s.
 
-The slices are the ``(y, x)`` planes over the last two spatial axes, whatever
-the view; each is seen through the layer's contrast limits, as in the widget,
-so embeddings the widget computed are reused.
+Every run is announced on :data:`RUNS` so an open widget shows its progress
+and Cancel. The slices are the ``(y, x)`` planes over the last two spatial
+axes; each is seen through the layer's contrast limits, as in the widget, so
+embeddings the widget computed are reused.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from napari.qt.threading import create_worker
 from napari.utils.notifications import show_info
 from napari.utils.progress import cancelable_progress
 from napari.viewer import Viewer
+from psygnal import Signal
 from qtpy.QtWidgets import QApplication
 
 from ..engine.session import default_session
@@ -40,31 +44,53 @@ from . import labels_output
 from .encode_scheduler import Failed, safely
 from .layer_plane import image_id, spatial_shape
 from .notify import report
+from .prompt_layers import OWNER_KEY
 
-_RUNNING: set[StackRun] = set()  # keeps runs (and their workers' connections) alive until they end
+
+class _Runs:
+    """Whole-stack runs in progress: ``started(run)`` when one starts (widgets show its progress and Cancel)."""
+
+    started = Signal(object)
+
+    def __init__(self) -> None:
+        self.running: set[StackRun] = set()  # keeps runs (and their workers' connections) alive until they end
+        self.widgets: dict[int, object] = {}  # id(viewer) -> its MobileSAM widget, for the menu command
+
+
+RUNS = _Runs()
 
 
 def segment_stack(viewer: Viewer) -> StackRun | None:
-    """Segment everything on every slice of the selected image layer (the menu command).
+    """Segment everything on every slice of the image (the menu command); see the module doc for which image.
 
-    Uses the last-used "Segment everything" settings. Returns the
-    :class:`StackRun` (None when there is nothing to segment; a notification says why).
+    Uses the last-used "Segment everything" settings. Returns the :class:`StackRun`
+    (None when there is nothing to segment; a notification says why).
     """
     viewer = getattr(viewer, "__wrapped__", viewer)  # napari injects a public-only proxy
     try:
-        image = selected_image(viewer)
+        image = image_for_command(viewer)
         return StackRun(viewer, image, default_session(), last_used())
     except MobileSAMError as error:
         report(error, "starting Segment whole stack")
         return None
 
 
-def selected_image(viewer) -> Image:
-    """The active layer if it is an Image, else the only Image among the selected layers."""
+def image_for_command(viewer) -> Image:
+    """The selected Image; else the image of a selected MobileSAM layer, the widget's image, or the only image."""
     active = viewer.layers.selection.active
     if isinstance(active, Image):
         return active
-    images = [layer for layer in viewer.layers.selection if isinstance(layer, Image)]
+    images = [layer for layer in viewer.layers if isinstance(layer, Image)]
+    selected = [layer for layer in viewer.layers.selection if isinstance(layer, Image)]
+    if len(selected) == 1:
+        return selected[0]
+    owner = None if active is None else active.metadata.get(OWNER_KEY)
+    for image in images:
+        if owner is not None and str(image.unique_id) == owner:
+            return image
+    widget = RUNS.widgets.get(id(viewer))
+    if widget is not None and widget.image_layer in images:
+        return widget.image_layer
     if len(images) == 1:
         return images[0]
     raise MobileSAMError(
@@ -109,7 +135,7 @@ class StackSource:
 
 @dataclass(frozen=True)
 class FinishedSlice:
-    """One slice's labels at full resolution, ids above every id of the slices before it."""
+    """One slice's labels at full resolution, ids following those of the slices before it."""
 
     index: tuple[int, ...]  # position over the leading axes, e.g. (z,)
     slice_index: int
@@ -118,15 +144,15 @@ class FinishedSlice:
     embedding_source: str
 
 
-def stack_slices(session, source: StackSource, settings: EverythingParams) -> Iterator[FinishedSlice]:
-    """Worker generator: load the model if needed, then yield each slice as it is segmented.
+def stack_slices(session, source: StackSource, settings: EverythingParams) -> Iterator:
+    """Worker generator: yields a ``SliceStep`` between prompt batches and a :class:`FinishedSlice` per slice.
 
-    Ids are made consecutive as the slices arrive (slice ``k``'s ids follow slice
-    ``k - 1``'s), so the label image stays int32 and keeps the order of
-    :func:`~napari_mobilesam.segment.stack.segment_stack`'s ids.
+    Each slice's objects ``1..n`` are offset by the objects of the slices before it
+    (the numbering of :mod:`napari_mobilesam.segment.linking`), so the layer
+    stays int32 while slices arrive.
     """
     from ..segment.linking import offset_labels
-    from ..segment.stack import iter_segment_stack
+    from ..segment.stack import SliceStep, iter_segment_stack
 
     # A predictor of its own over the shared model: the widget's keeps its current image.
     predictor = session.new_predictor()
@@ -139,8 +165,12 @@ def stack_slices(session, source: StackSource, settings: EverythingParams) -> It
         image_id=source.image_id,
         predictor=predictor,
         sampler=settings.sampler,
+        steps=True,
         **settings.kwargs(),
     ):
+        if isinstance(result, SliceStep):
+            yield result
+            continue
         objects = int(result.labels.max(initial=0))
         labels = offset_labels(result.labels, count).astype(np.int32)
         count += objects
@@ -181,9 +211,12 @@ class StackRun:
 
     Attributes: ``layer`` (the new Labels layer), ``settings``, ``slices_done``,
     ``n_slices``, ``cancelled``, ``finished`` (True once linked and written, or failed),
-    ``failed`` (the exception, or None), ``worker``.
-    ``on_done(run)``, when given, is called on the UI thread when the run has finished.
+    ``failed`` (the exception, or None), ``worker``, ``status`` (a line for the user).
+    ``changed`` fires with :attr:`status` whenever it changes; ``on_done(run)``, when
+    given, is called on the UI thread when the run has finished.
     """
+
+    changed = Signal(str)
 
     def __init__(
         self,
@@ -200,39 +233,65 @@ class StackRun:
         self.n_slices = self.source.n_slices
         self.slices_done = 0
         self.cancelled = False
+        self.cancelling = False
         self.finished = False
         self.failed: Exception | None = None
+        self.status = f"{image.name}: segmenting {self.n_slices} slice{'s' if self.n_slices != 1 else ''}…"
         self._on_done = on_done
         self._link_worker = None
 
         self.layer = labels_output.new_labels_layer(image)
         self.layer.name = f"{image.name} everything"
-        viewer.add_layer(self.layer)
+        self._add_layer_quietly()
 
         self.worker = create_worker(guarded, stack_slices(session, self.source, settings), _ignore_errors=True)
         self.progress = _Progress(
             total=self.n_slices, desc=f"MobileSAM: segment everything in {image.name}", cancel_callback=self.cancel
         )
-        self.worker.yielded.connect(self._on_slice)
+        self.worker.yielded.connect(self._on_yielded)
         self.worker.returned.connect(self._on_returned)
         self.worker.errored.connect(self._on_error)
         self.worker.aborted.connect(self._on_aborted)
         self.worker.finished.connect(self._on_worker_finished)
-        _RUNNING.add(self)
+        RUNS.running.add(self)
         self.worker.start()
+        RUNS.started.emit(self)
+
+    def _add_layer_quietly(self) -> None:
+        """Add the result layer above the image without taking the selection (a click goes on prompting)."""
+        layers = self.viewer.layers
+        active = layers.selection.active
+        index = layers.index(self.image) + 1 if self.image in layers else len(layers)
+        layers.insert(index, self.layer)
+        if active is not None and active in layers:
+            layers.selection.active = active
 
     @property
     def busy(self) -> bool:
         return not self.finished
 
-    def cancel(self) -> None:
-        """Stop after the slice being computed; finished slices are kept (and linked)."""
-        if not self.finished:
-            self.worker.quit()
+    def _say(self, text: str) -> None:
+        self.status = text
+        self.changed.emit(text)
 
-    def _on_slice(self, finished: FinishedSlice) -> None:
+    def cancel(self) -> None:
+        """Stop at the end of the prompt batch being decoded (about a second); finished slices are kept (and linked)."""
+        if self.finished or self.cancelling:
+            return
+        self.cancelling = True
+        self._say(f"{self.image.name}: cancelling…")
+        self.worker.quit()
+
+    def _on_yielded(self, item) -> None:
+        if not isinstance(item, FinishedSlice):
+            if not self.cancelling and item.total and item.done < item.total:
+                self._say(
+                    f"{self.image.name}: slice {self.slices_done + 1} of {self.n_slices}, "
+                    f"step {item.done + 1} of {item.total}"
+                )
+            return
         if self.layer in self.viewer.layers:
-            self.layer.data[finished.index] = finished.labels
+            self.layer.data[item.index] = item.labels
             self.layer.refresh()
         self.slices_done += 1
         self.progress.update(1)
@@ -246,17 +305,25 @@ class StackRun:
 
     def _on_error(self, error: Exception) -> None:
         self.failed = error
+        self._say(f"{self.image.name}: failed (see the notification)")
         report(error, f"segmenting every slice of {self.image.name!r}")
 
     def _on_worker_finished(self) -> None:
         self.progress.close()
+        self.cancelled = self.cancelled or self.cancelling
         if self.layer not in self.viewer.layers:
             self._end()
             return
         if self.slices_done == 0:  # failed or cancelled before any slice: no empty layer left behind
             self.viewer.layers.remove(self.layer)
+            if self.cancelled and self.failed is None:
+                self._say(f"{self.image.name}: cancelled before the first slice finished")
             self._end()
             return
+        if self.cancelled:
+            self._say(f"{self.image.name}: cancelled after {self.slices_done} of {self.n_slices} slices; linking…")
+        else:
+            self._say(f"{self.image.name}: linking objects across slices…")
         # Linking reads the whole stack: a worker too, so the viewer stays responsive.
         worker = create_worker(
             safely(link_and_number),
@@ -277,15 +344,20 @@ class StackRun:
         if self.layer in self.viewer.layers:
             self.layer.data = labels
         count = int(labels.max(initial=0))
-        stopped = f", cancelled after {self.slices_done} of {self.n_slices} slices" if self.cancelled else ""
         objects = "1 object" if count == 1 else f"{count} objects"
-        show_info(f"MobileSAM: {objects} in {self.image.name!r}{stopped}.")
+        if self.cancelled:
+            text = f"{self.image.name}: cancelled after {self.slices_done} of {self.n_slices} slices, {objects}"
+        else:
+            text = f"{self.image.name}: {objects} in {self.n_slices} slice{'s' if self.n_slices != 1 else ''}"
+        self._say(text)
+        show_info(f"MobileSAM: {text}.")
 
     def _end(self) -> None:
         self.finished = True
-        _RUNNING.discard(self)
+        RUNS.running.discard(self)
         if self._on_done is not None:
             self._on_done(self)
+        self.changed.emit(self.status)
 
     def wait(self, timeout: float = 600.0) -> bool:
         """Process events until the run has finished (scripts, tests). Returns False on timeout."""

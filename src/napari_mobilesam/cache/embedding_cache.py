@@ -133,7 +133,7 @@ class EmbeddingCache:
             return None
         if self._directory is None:
             if setting is True:
-                from ..engine.weights import cache_dir
+                from ..engine.cache_folder import cache_dir
 
                 self._directory = cache_dir() / "embeddings"
             else:

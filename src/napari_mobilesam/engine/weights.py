@@ -27,6 +27,7 @@ from pooch.downloaders import choose_downloader
 
 from ..errors import MobileSAMError
 from ..model.mobile_sam import MobileSAM, build_mobile_sam
+from .cache_folder import CACHE_ENV, cache_dir
 from .checkpoint import WEIGHTS_FILENAME, check_fits, load_state_dict
 from .device import DEVICE_ENV, resolve_device
 from .malloc_tuning import keep_freed_memory
@@ -35,7 +36,6 @@ OFFICIAL_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mo
 OFFICIAL_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
 OFFICIAL_SIZE = 40728226  # bytes
 
-CACHE_ENV = "NAPARI_MOBILESAM_CACHE"
 WEIGHTS_ENV = "NAPARI_MOBILESAM_WEIGHTS"
 WEIGHTS_URL_ENV = "NAPARI_MOBILESAM_WEIGHTS_URL"
 
@@ -48,22 +48,9 @@ def _env(name: str) -> str | None:
     return value or None
 
 
-def cache_dir() -> Path:
-    """The napari-mobilesam cache folder (weights go in its ``weights/`` subfolder).
-
-    ``NAPARI_MOBILESAM_CACHE`` when set, else the OS user cache folder
-    (``pooch.os_cache("napari-mobilesam")``, e.g. ``~/.cache/napari-mobilesam``).
-    The folder is not created here.
-    """
-    return _default_cache_dir()
-
-
 def _default_cache_dir() -> Path:
     # download_weights() has a parameter named cache_dir that shadows the public function.
-    override = _env(CACHE_ENV)
-    if override is not None:
-        return Path(override).expanduser().absolute()
-    return Path(pooch.os_cache("napari-mobilesam"))
+    return cache_dir()
 
 
 def _weights_file(root: Path) -> Path:

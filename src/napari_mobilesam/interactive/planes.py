@@ -58,6 +58,14 @@ def _check_displayed(displayed: Sequence[int], ndim: int) -> tuple[int, int]:
     return displayed
 
 
+def describe_steps(steps: Steps) -> str:
+    """E.g. ``"z=12"``, ``"t=3, z=12"`` or ``"2D"`` (axis names counted from the end: x, y, z, t)."""
+    names = ["x", "y", "z", "t"][: len(steps)][::-1]
+    names = [f"axis {i}" for i in range(len(steps) - len(names))] + names
+    parts = [f"{names[axis]}={step}" for axis, step in enumerate(steps) if step is not None]
+    return ", ".join(parts) if parts else "2D"
+
+
 def displayed_axes(steps: Steps) -> tuple[int, int]:
     """``(row_axis, column_axis)`` in data-axis order (the axes whose step is ``None``)."""
     axes = tuple(axis for axis, step in enumerate(steps) if step is None)

@@ -32,13 +32,17 @@ class ObjectPrompt:
         return ("box", tuple(np.round(self.box, 3))) if self.box is not None else ("points",)
 
 
-def objects_from_prompts(points_xy, positive, boxes) -> list[ObjectPrompt]:
-    """Group ``(K, 2)`` points with ``(K,)`` bool polarity and ``(N, 4)`` boxes into objects (module doc)."""
+def objects_from_prompts(points_xy, positive, boxes, require_positive: bool = True) -> list[ObjectPrompt]:
+    """Group ``(K, 2)`` points with ``(K,)`` bool polarity and ``(N, 4)`` boxes into objects (module doc).
+
+    ``require_positive=False``: points outside every box are one object even if all are
+    negative (refining an existing mask, which the negative points cut away from).
+    """
     points_xy = np.asarray(points_xy, dtype=float).reshape(-1, 2)
     labels = np.asarray(positive, dtype=bool).reshape(-1).astype(np.int64)
     boxes = np.asarray(boxes, dtype=float).reshape(-1, 4)
     if len(boxes) == 0:
-        if len(points_xy) == 0 or not labels.any():
+        if len(points_xy) == 0 or (require_positive and not labels.any()):
             return []
         return [ObjectPrompt(points_xy, labels, None)]
     owner = np.full(len(points_xy), -1)
@@ -47,7 +51,7 @@ def objects_from_prompts(points_xy, positive, boxes) -> list[ObjectPrompt]:
         owner[(owner == -1) & inside] = index
     objects = [ObjectPrompt(points_xy[owner == i], labels[owner == i], box) for i, box in enumerate(boxes)]
     free = owner == -1
-    if labels[free].any():
+    if labels[free].any() or (not require_positive and free.any()):
         objects.append(ObjectPrompt(points_xy[free], labels[free], None))
     return objects
 

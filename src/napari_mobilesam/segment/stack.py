@@ -17,7 +17,7 @@ nothing is encoded and the cache is not touched then.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -59,25 +59,33 @@ def slice_indices(stack, rgb: bool) -> list[tuple[int, ...]]:
     return [tuple(int(i) for i in index) for index in np.ndindex(*leading_shape(stack, rgb))]
 
 
-def segment_slice(
+def segment_slice_steps(
     plane: np.ndarray,
     *,
-    predictor,
-    cache,
+    predictor=None,
+    cache=None,
     contrast_limits: tuple[float, float] | None = None,
     image_id: str | None = None,
     slice_index: int = 0,
     n_slices: int = 1,
     sampler: str = "grid",
+    decoder=None,
     **params,
-) -> tuple[np.ndarray, str]:
-    """Segment everything on one slice of a stack: ``(labels (Y, X) int32 1..n, embedding source)``.
+) -> Generator[tuple[int, int], None, tuple[np.ndarray, str]]:
+    """Generator: segment everything on one slice, yielding ``(steps done, steps in total)`` between prompt
+    batches; returns ``(labels (Y, X) int32 1..n, embedding source)``.
 
     The embedding comes from ``cache`` (encoded with ``predictor`` on a miss), filed
-    as slice ``slice_index`` of ``n_slices`` of ``image_id``'s store.
+    as slice ``slice_index`` of ``n_slices`` of ``image_id``'s store. With ``decoder``
+    (a stand-in, see :func:`~napari_mobilesam.segment_everything`) nothing is encoded.
     """
-    from .everything import segment_everything
+    from .everything import EverythingSegmenter
 
+    if decoder is not None:
+        segmenter = EverythingSegmenter(sampler=sampler, decoder=decoder, **params)
+        labels = yield from segmenter.steps(plane, contrast_limits=contrast_limits)
+        return relabel_in_order(labels), "none"
+    yield 0, 0  # before the encode: a cancel takes effect before the slow step
     embedding, source = cache.embedding(
         predictor,
         plane,
@@ -86,16 +94,28 @@ def segment_slice(
         slice_index=slice_index,
         n_slices=n_slices,
     )
-    labels = segment_everything(
-        embedding,
-        predictor.model,
-        image=plane,
-        sampler=sampler,
-        predictor=predictor,
-        contrast_limits=contrast_limits,
-        **params,
-    )
+    segmenter = EverythingSegmenter(predictor.model, sampler=sampler, predictor=predictor, **params)
+    labels = yield from segmenter.steps(embedding, image=plane, contrast_limits=contrast_limits)
     return relabel_in_order(labels), source
+
+
+def segment_slice(plane: np.ndarray, **kwargs) -> tuple[np.ndarray, str]:
+    """:func:`segment_slice_steps` run to its end: ``(labels (Y, X) int32 1..n, embedding source)``."""
+    steps = segment_slice_steps(plane, **kwargs)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as finished:
+            return finished.value
+
+
+@dataclass(frozen=True)
+class SliceStep:
+    """Progress inside slice ``slice_index``: ``done`` of ``total`` steps (encoding, prompt batches, labels)."""
+
+    slice_index: int
+    done: int
+    total: int
 
 
 def iter_segment_stack(
@@ -110,24 +130,25 @@ def iter_segment_stack(
     slices: Sequence[int] | None = None,
     predictor=None,
     decoder_for: Callable[[int], Callable] | None = None,
+    steps: bool = False,
     **params,
-) -> Iterator[SliceLabels]:
+) -> Iterator[SliceLabels | SliceStep]:
     """Segment everything on each slice, yielding :class:`SliceLabels` as each finishes.
 
     Stop iterating (or ``close()`` the generator) to cancel: finished slices
-    have been yielded already. ``slices`` restricts the work to some flat
-    slice indices, in the order given. ``cache`` is an
-    :class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache` (``None``: the
-    default session's); embeddings come from it and go to it, so a second run
-    encodes nothing. Each slice's objects are numbered ``1..n`` on their own.
+    have been yielded already. With ``steps=True`` it also yields a
+    :class:`SliceStep` between the prompt batches of a slice, so a GUI can
+    show progress and cancel within a batch rather than a slice. ``slices``
+    restricts the work to some flat slice indices, in the order given.
+    ``cache`` is an :class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache`
+    (``None``: the default session's); embeddings come from it and go to it, so
+    a second run encodes nothing. Each slice's objects are numbered ``1..n`` on their own.
 
     ``decoder_for(slice_index)`` -> a stand-in for the model's decoding of
     that slice, with the contract of ``segment_everything``'s ``decoder``
     (each slice is another image, so each gets its own). The slices are then
     not encoded, no model is loaded and the cache is not used.
     """
-    from .everything import segment_everything
-
     if decoder_for is not None and not callable(decoder_for):
         raise MobileSAMError(
             f"decoder_for must be a function slice_index -> decoder, got {type(decoder_for).__name__}."
@@ -143,25 +164,26 @@ def iter_segment_stack(
     for flat in wanted:
         index = positions[flat]
         plane = np.asarray(stack[index])  # a lazy (dask, zarr) stack is read here, one slice at a time
-        if decoder_for is None:
-            labels, source = segment_slice(
-                plane,
-                predictor=predictor,
-                cache=cache,
-                contrast_limits=contrast_limits,
-                image_id=image_id,
-                slice_index=flat,
-                n_slices=len(positions),
-                sampler=sampler,
-                **params,
-            )
-        else:
-            source = "none"
-            labels = relabel_in_order(
-                segment_everything(
-                    plane, sampler=sampler, decoder=decoder_for(flat), contrast_limits=contrast_limits, **params
-                )
-            )
+        work = segment_slice_steps(
+            plane,
+            predictor=predictor,
+            cache=cache,
+            contrast_limits=contrast_limits,
+            image_id=image_id,
+            slice_index=flat,
+            n_slices=len(positions),
+            sampler=sampler,
+            decoder=None if decoder_for is None else decoder_for(flat),
+            **params,
+        )
+        while True:
+            try:
+                done, total = next(work)
+            except StopIteration as finished:
+                labels, source = finished.value
+                break
+            if steps:
+                yield SliceStep(flat, done, total)
         yield SliceLabels(index, flat, len(positions), labels, source)
 
 

@@ -1,0 +1,119 @@
+"""A parameter form built with magicgui from a settings dataclass: the common fields shown, the rest folded.
+
+Each field's widget comes from its type and default, and its range, step and
+help from the field's metadata (``min``, ``max``, ``step``, ``help``,
+``choices``: the same metadata the core validates with), so the form can
+never offer a value the engine refuses. Fields named in ``advanced`` go under
+an "Advanced" fold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from magicgui.widgets import Container, create_widget
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+from superqt import QCollapsible
+
+
+class _Changed(QObject):
+    changed = Signal(object)
+
+
+class ParamsForm(QWidget):
+    """A form for ``settings_type`` (a dataclass); :meth:`value` is an instance, :attr:`changed` fires on edits.
+
+    ``labels``: field name -> label shown; ``choices``: field name -> ``[(label, value), ...]``;
+    ``hidden``: fields not shown (kept from the last value set).
+    """
+
+    def __init__(
+        self,
+        settings_type,
+        *,
+        advanced=(),
+        labels: dict[str, str] | None = None,
+        choices: dict[str, list] | None = None,
+        hidden=(),
+        parent=None,
+    ) -> None:
+        super().__init__(parent)
+        self._type = settings_type
+        self._signals = _Changed()
+        self.changed = self._signals.changed
+        self._value = settings_type()
+        labels = labels or {}
+        choices = choices or {}
+        self.widgets = {}
+        main, folded = [], []
+        for field in dataclasses.fields(settings_type):
+            if field.name in hidden:
+                continue
+            widget = self._widget_for(field, labels.get(field.name), choices.get(field.name))
+            widget.changed.connect(self._emit)
+            self.widgets[field.name] = widget
+            (folded if field.name in advanced else main).append(widget)
+        self.main = Container(widgets=main, labels=True)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.main.native)
+        self.advanced = None
+        if folded:
+            self.advanced_form = Container(widgets=folded, labels=True)
+            self.advanced = QCollapsible("Advanced")
+            self.advanced.addWidget(self.advanced_form.native)
+            layout.addWidget(self.advanced)
+
+    def _widget_for(self, field, label: str | None, choices):
+        meta = field.metadata
+        options = {"tooltip": meta.get("help", "")}
+        for key in ("min", "max", "step"):
+            if key in meta:
+                options[key] = meta[key]
+        if choices is None and "choices" in meta:
+            choices = [(str(choice), choice) for choice in meta["choices"]]
+        kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(
+            str(field.type), str
+        )
+        if choices is not None:
+            options["choices"] = choices
+            return create_widget(
+                value=field.default, name=field.name, label=label or _label(field.name), widget_type="ComboBox",
+                options=options,
+            )
+        if kind is float and "step" not in options:
+            options["step"] = 0.01
+        return create_widget(
+            value=field.default, annotation=kind, name=field.name, label=label or _label(field.name), options=options
+        )
+
+    def _emit(self, *_) -> None:
+        self.changed.emit(self.value())
+
+    def value(self):
+        """The settings shown, as an instance of the dataclass (checked by it)."""
+        shown = {name: widget.value for name, widget in self.widgets.items()}
+        return dataclasses.replace(self._value, **shown)
+
+    def set_value(self, settings) -> None:
+        """Show ``settings`` (an instance of the dataclass)."""
+        self._value = settings
+        for name, widget in self.widgets.items():
+            with widget.changed.blocked():
+                widget.value = getattr(settings, name)
+        self._emit()
+
+    def set_choices(self, name: str, choices: list) -> None:
+        """Offer other choices for field ``name`` (e.g. the samplers of the model in use)."""
+        widget = self.widgets[name]
+        value = widget.value
+        with widget.changed.blocked():
+            widget.choices = choices
+            if value in [v for _, v in choices]:
+                widget.value = value
+        self._emit()
+
+
+def _label(name: str) -> str:
+    return name.replace("_", " ").capitalize()
