@@ -143,3 +143,127 @@ def notification_count() -> int:
     from napari.utils.notifications import notification_manager
 
     return len(notification_manager.records)
+
+
+class User:
+    """Real Qt events, as a user makes them: clicks and drags on napari's canvas, buttons, layer-list rows, keys.
+
+    Positions are world ``(y, x)`` on the plane shown; they are mapped to canvas
+    pixels through the canvas's own transform, so an event lands where napari
+    draws that point.
+    """
+
+    def __init__(self, viewer, qtbot) -> None:
+        self.viewer, self.qtbot = viewer, qtbot
+        self.canvas = viewer.window._qt_viewer.canvas  # napari's own vispy canvas: where a user clicks
+
+    def _pixel(self, world_yx):
+        from qtpy.QtCore import QPoint
+
+        view = self.canvas.view
+        transform = view.transform * view.scene.transform
+        x, y = transform.map([float(world_yx[1]), float(world_yx[0])])[:2]
+        return QPoint(int(round(x)), int(round(y)))
+
+    def settle(self, ms: int = 30) -> None:
+        self.qtbot.wait(ms)
+
+    def click(self, world_yx, button: str = "left", alt: bool = False) -> None:
+        """Press and release a mouse button on the canvas at world ``(y, x)``."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtTest import QTest
+
+        native = self.canvas.native
+        which = {"left": Qt.MouseButton.LeftButton, "right": Qt.MouseButton.RightButton}[button]
+        modifiers = Qt.KeyboardModifier.AltModifier if alt else Qt.KeyboardModifier.NoModifier
+        at = self._pixel(world_yx)
+        QTest.mouseMove(native, at)
+        self.settle(5)
+        QTest.mousePress(native, which, modifiers, at)
+        self.settle(5)
+        QTest.mouseRelease(native, which, modifiers, at)
+        self.settle()
+
+    def drag(self, start_yx, end_yx, steps: int = 6) -> None:
+        """Drag with the left button from ``start_yx`` to ``end_yx`` (world), through a few moves."""
+        from qtpy.QtCore import QPoint, Qt
+        from qtpy.QtTest import QTest
+
+        native = self.canvas.native
+        a, b = self._pixel(start_yx), self._pixel(end_yx)
+        QTest.mouseMove(native, a)
+        self.settle(5)
+        QTest.mousePress(native, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, a)
+        for k in range(1, steps + 1):
+            t = k / steps
+            QTest.mouseMove(native, QPoint(int(a.x() + t * (b.x() - a.x())), int(a.y() + t * (b.y() - a.y()))))
+            self.settle(5)
+        QTest.mouseRelease(native, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, b)
+        self.settle()
+
+    def key(self, key: str, control: bool = False, shift: bool = False) -> None:
+        """Press a key on the canvas (napari sends it to the selected layer's key bindings)."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtTest import QTest
+
+        keys = {"Enter": Qt.Key.Key_Return, "Escape": Qt.Key.Key_Escape, "M": Qt.Key.Key_M, "T": Qt.Key.Key_T,
+                "Z": Qt.Key.Key_Z}
+        modifiers = Qt.KeyboardModifier.NoModifier
+        if control:
+            modifiers |= Qt.KeyboardModifier.ControlModifier
+        if shift:
+            modifiers |= Qt.KeyboardModifier.ShiftModifier
+        self.canvas.native.setFocus()
+        QTest.keyClick(self.canvas.native, keys[key], modifiers)
+        self.settle()
+
+    def press(self, button) -> None:
+        """Click a Qt button of the widget."""
+        from qtpy.QtCore import Qt
+
+        self.qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+        self.settle()
+
+    def select_row(self, layer) -> None:
+        """Click ``layer``'s row in napari's layer list."""
+        from napari._qt.containers._base_item_view import index_of
+        from qtpy.QtCore import Qt
+
+        view = self.viewer.window._qt_viewer.layers
+        rect = view.visualRect(index_of(view.model(), layer))
+        self.qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+        self.settle()
+
+    def pick(self, combo, text: str) -> None:
+        """Choose the entry ``text`` in a combo box (a layer picker), as from its drop-down list."""
+        index = combo.findText(text)
+        assert index >= 0, f"{text!r} is not offered ({[combo.itemText(i) for i in range(combo.count())]})"
+        combo.setCurrentIndex(index)
+        combo.activated.emit(index)
+        self.settle()
+
+
+class StallMonitor:
+    """The longest gap between turns of the event loop (a 5 ms timer): how long the UI froze."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.longest, self._last = 0.0, None
+        self._timer = QTimer()
+        self._timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            self.longest = max(self.longest, now - self._last)
+        self._last = now
+
+    def __enter__(self) -> StallMonitor:
+        self._last = time.perf_counter()
+        self._timer.start(5)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._tick()
+        self._timer.stop()

@@ -21,13 +21,25 @@ class Encoded:
     cache_text: str
 
 
-def encode_plane(session, plane: LayerPlane) -> Encoded:
-    """Load the model if needed, read the plane, and take its embedding from the cache or the encoder."""
+def encode_plane(session, plane: LayerPlane, should_stop=None) -> Encoded:
+    """Load the model if needed, read the plane, and take its embedding from the cache or the encoder.
+
+    ``should_stop()`` true (the widget closed) stops the encode between two of the
+    encoder's stages: :class:`~napari_mobilesam.engine.interrupt.Interrupted` is raised.
+    """
+    from ..engine.interrupt import install, interruptible
+
     predictor = session.predictor()
+    install(predictor.model)
     start = time.perf_counter()
-    _pixels, embedding, source = plane.embedding(session.cache, predictor)
+    with interruptible(should_stop or _never):
+        _pixels, embedding, source = plane.embedding(session.cache, predictor)
     seconds = time.perf_counter() - start
     return Encoded(plane, embedding, source, seconds, session.cache.describe())
+
+
+def _never() -> bool:
+    return False
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,6 +105,7 @@ class PlaneEncoder:
             safely(encode_plane),
             self._session(),
             plane,
+            lambda: self._stopped,
             _progress={"total": 0, "desc": f"MobileSAM: encoding {plane.layer.name} {plane.describe()}"},
         )
         worker.returned.connect(self._returned)

@@ -86,6 +86,7 @@ class EverythingSection(QGroupBox):
         self._slice_cancelled = False
         #: The latest :class:`~napari_mobilesam._qt.stack_command.StackRun` shown here (All slices or the menu's).
         self.last_run: StackRun | None = None
+        self._own_runs: list[StackRun] = []
 
         self.form = ParamsForm(
             EverythingParams,
@@ -242,6 +243,7 @@ class EverythingSection(QGroupBox):
         except MobileSAMError as error:
             report(error, "starting All slices")
             return None
+        self._own_runs = [r for r in self._own_runs if r.busy] + [run]
         widget.tools.apply()  # the tool (e.g. clicking points) stays in effect
         return run
 
@@ -293,11 +295,18 @@ class EverythingSection(QGroupBox):
             time.sleep(0.002)
         return True
 
+    @property
+    def busy_here(self) -> bool:
+        """Whether work started from this section (not from the menu) is running."""
+        return self._slice_worker is not None or any(run.busy for run in self._own_runs)
+
     def close_section(self) -> None:
-        """The widget closes: stop listening, cancel what runs here."""
+        """The widget closes: stop listening, cancel what was started here (a menu run goes on)."""
         RUNS.started.disconnect(self._on_run_started)
         if self._slice_worker is not None:
             self._slice_worker.quit()
+        for run in self._own_runs:
+            run.cancel()
 
     def _set_running(self, running: bool, text: str | None = None) -> None:
         self.this_slice.setEnabled(not running)

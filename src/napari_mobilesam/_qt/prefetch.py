@@ -11,18 +11,19 @@ from .encode_scheduler import encode_plane
 POLL_SECONDS = 0.05
 
 
-def prefetch_planes(session, planes, user_is_busy):
+def prefetch_planes(session, planes, user_is_busy, should_stop=None):
     """Generator: encode each plane of ``planes`` into the cache, pausing while ``user_is_busy()``.
 
     It yields between steps, so the worker can be stopped (``quit``) at any
-    yield: while it waits, and after each plane (an encode itself takes about a second).
+    yield: while it waits, and after each plane (an encode itself takes about a
+    second; ``should_stop()`` stops it within, when the widget closes).
     """
     for plane in planes:
         while user_is_busy():
             yield None
             time.sleep(POLL_SECONDS)
         try:
-            encoded = encode_plane(session, plane)
+            encoded = encode_plane(session, plane, should_stop)
         except Exception:  # noqa: BLE001  a failed prefetch is retried when the user gets there
             return
         yield encoded
@@ -36,6 +37,7 @@ class Prefetcher:
         self._user_is_busy = user_is_busy
         self._on_encoded = on_encoded
         self._worker = None
+        self._closed = False
 
     @property
     def busy(self) -> bool:
@@ -43,17 +45,29 @@ class Prefetcher:
 
     def start(self, planes) -> None:
         self.stop()
-        if not planes:
+        if not planes or self._closed:
             return
-        worker = create_worker(prefetch_planes, self._session(), list(planes), self._user_is_busy)
+        worker = create_worker(
+            prefetch_planes, self._session(), list(planes), self._user_is_busy, lambda: self._closed
+        )
         worker.yielded.connect(self._yielded)
         worker.finished.connect(lambda: self._done(worker))
         self._worker = worker
         worker.start()
 
     def stop(self) -> None:
+        """Stop after the plane being encoded (it goes into the cache: the user may want it next)."""
         if self._worker is not None:
             self._worker.quit()
+
+    def close(self) -> None:
+        """Stop now, within the encode under way (the widget closes)."""
+        self._closed = True
+        self.stop()
+
+    @property
+    def worker(self):
+        return self._worker
 
     def _yielded(self, value) -> None:
         if value is not None and self._on_encoded is not None:

@@ -23,6 +23,7 @@ embeddings the widget computed are reused.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -54,7 +55,8 @@ class _Runs:
 
     def __init__(self) -> None:
         self.running: set[StackRun] = set()  # keeps runs (and their workers' connections) alive until they end
-        self.widgets: dict[int, object] = {}  # id(viewer) -> its MobileSAM widget, for the menu command
+        # id(viewer) -> its MobileSAM widget, for the menu command; weak: a closed viewer must be freed
+        self.widgets: weakref.WeakValueDictionary[int, object] = weakref.WeakValueDictionary()
 
 
 RUNS = _Runs()

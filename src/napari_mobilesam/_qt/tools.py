@@ -28,6 +28,16 @@ class Tools:
         buttons = widget.prompt_section.tool_buttons()
         for name, button in buttons.items():
             button.clicked.connect(lambda checked, name=name: self.press(name, checked))
+        # Adding a layer passes the selection through None and the new layer before it settles:
+        # look at it once the event-loop turn is over.
+        self._reflect_timer = QTimer(widget)  # dies with the widget
+        self._reflect_timer.setSingleShot(True)
+        self._reflect_timer.setInterval(0)
+        self._reflect_timer.timeout.connect(self._reflect_now)
+        self._settle_timer = QTimer(widget)
+        self._settle_timer.setSingleShot(True)
+        self._settle_timer.setInterval(0)
+        self._settle_timer.timeout.connect(self._settle)
         widget.viewer.layers.selection.events.active.connect(self.reflect)
 
     def layer_for(self, tool: str):
@@ -58,7 +68,7 @@ class Tools:
         self.current = tool
         self._settling = True  # napari selects a layer added in this event-loop turn afterwards: not the user's doing
         self.apply()
-        QTimer.singleShot(0, self._settle)
+        self._settle_timer.start()
 
     def hold(self) -> None:
         """Layers are about to be added or selected by the widget, not the user: keep the tool until :meth:`set`."""
@@ -94,7 +104,11 @@ class Tools:
         self.show()
 
     def reflect(self, event=None) -> None:
-        """The user changed the selected layer or its mode: show which tool that is (if any)."""
+        """The selected layer or its mode changed: show which tool that is, once things settle."""
+        if not self._applying and not self._settling:
+            self._reflect_timer.start()
+
+    def _reflect_now(self) -> None:
         if self._applying or self._settling:
             return
         active = self.widget.viewer.layers.selection.active
@@ -115,5 +129,7 @@ class Tools:
             button.blockSignals(False)
 
     def close(self) -> None:
+        self._reflect_timer.stop()
+        self._settle_timer.stop()
         self.widget.viewer.layers.selection.events.active.disconnect(self.reflect)
         self.widget.acceptor.stop_watching_picks()

@@ -17,7 +17,9 @@ on its events.
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 
 import numpy as np
 from napari.qt.threading import create_worker
@@ -32,7 +34,7 @@ from ..interactive.status import status_lines, work_summary
 from . import prompt_layers
 from .accepting import Acceptor
 from .decode_scheduler import PromptDecoder
-from .encode_scheduler import Failed, PlaneEncoder, safely
+from .encode_scheduler import Failed, PlaneEncoder
 from .everything_section import EverythingSection
 from .image_layers import ImageLayers
 from .interaction import PromptLoop
@@ -73,7 +75,9 @@ class MobileSAMWidget(QWidget):
 
     def __init__(self, napari_viewer, session=None) -> None:
         super().__init__()
-        self.viewer = napari_viewer
+        # napari hands plugins a public-only proxy; the layers it returns are proxies too, and
+        # "is this the prompts layer?" must compare the layers themselves.
+        self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
         self._session_obj = session
         self._closed = False
         self.state = None
@@ -121,12 +125,13 @@ class MobileSAMWidget(QWidget):
         self.add_section(self.everything_section)
 
         self._work = ""
-        RUNS.widgets[id(napari_viewer)] = self
+        self._tool_before_3d = None
+        RUNS.widgets[id(self.viewer)] = self
         self._connect()
+        self._watch_for_the_end()
         self.update_cache_text()
         self._render()
-        self._load_model()
-        self.timers["start"].start()
+        self._load_model()  # starts the "start" timer when the prompt layers can be made
 
     # -- construction --------------------------------------------------------------------------
 
@@ -149,7 +154,7 @@ class MobileSAMWidget(QWidget):
         self.cache_section.clear.clicked.connect(self.clear_cache)
         self._viewer_events = [
             (self.viewer.dims.events.current_step, self._on_view_event),
-            (self.viewer.dims.events.ndisplay, self._on_view_event),
+            (self.viewer.dims.events.ndisplay, self._on_ndisplay),
             (self.viewer.dims.events.order, self._on_view_event),
             (self.viewer.layers.events.removed, self._on_layers_changed),
             (self.viewer.layers.events.inserted, self._on_layers_changed),
@@ -157,9 +162,35 @@ class MobileSAMWidget(QWidget):
         for emitter, callback in self._viewer_events:
             emitter.connect(callback)
 
+    def _watch_for_the_end(self) -> None:
+        """Stop when the application quits; napari's window is watched once the widget is docked in it."""
+        self._top = None
+        app = QApplication.instance()
+        if app is not None:
+            this = weakref.ref(self)  # the application must not keep a closed viewer's widget alive
+            app.aboutToQuit.connect(lambda: this() is not None and this().close_widget(tidy_layers=False))
+
+    def _watch_window(self) -> None:
+        """Stop when the window the widget is docked in closes (no close event reaches a docked widget)."""
+        top = self.window()
+        current = self._top() if self._top is not None else None
+        if top is self or top is current:
+            return
+        if current is not None:
+            current.removeEventFilter(self)
+        self._top = weakref.ref(top)  # weak: the widget must not keep napari's window alive
+        top.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:
+        top = self._top() if self._top is not None else None
+        if watched is top and event.type() == QEvent.Type.Close and not self._closed:
+            self.close_widget(tidy_layers=False)  # the window goes, its layers with it
+        return False
+
     def _first_image(self) -> None:
         if self._closed:
             return
+        QTimer.singleShot(0, self._layers_made.set)  # once this turn (making the prompt layers) is over
         active = self.viewer.layers.selection.active
         image = active if active in self.image_layers.images() else self.layers_section.image.layer()
         if image is not None:
@@ -272,6 +303,15 @@ class MobileSAMWidget(QWidget):
     def _on_view_event(self, event=None) -> None:
         self.planes.touch()
         self.timers["view"].start()
+
+    def _on_ndisplay(self, event=None) -> None:
+        """3D: clicks cannot prompt (the tool is kept aside); back in 2D the same tool is on again."""
+        if self.viewer.dims.ndisplay == 3:
+            self._tool_before_3d = self.tools.current if self.tools.current is not None else self._tool_before_3d
+        elif self._tool_before_3d is not None:
+            self.tools.set(self._tool_before_3d)
+            self._tool_before_3d = None
+        self._on_view_event()
 
     def _on_layers_changed(self, event=None) -> None:
         self.timers["work"].start()
@@ -466,11 +506,24 @@ class MobileSAMWidget(QWidget):
     # -- model and cache ---------------------------------------------------------------------------
 
     def _load_model(self) -> None:
-        """Load the model in a worker now, so the first click does not wait for it."""
+        """Warm up in a worker: napari's table library first (so the prompt layers can be made without a stall),
+        then the model (so the first click does not wait for it). The first image is picked once the first
+        part is done."""
+        import sys
+
         session = self.session()
-        if session.has_model or self._model_worker is not None:
+        self._layers_made = threading.Event()
+        if session.has_model and "pandas" in sys.modules:
+            self.timers["start"].start()
             return
-        worker = create_worker(safely(session.model), _progress={"total": 0, "desc": "MobileSAM: loading the model"})
+        worker = create_worker(
+            _warm_up,
+            session,
+            self._layers_made,
+            _progress={"total": 0, "desc": "MobileSAM: loading the model"},
+            _ignore_errors=True,
+        )
+        worker.yielded.connect(lambda _: self.timers["start"].start())
         worker.returned.connect(self._on_model_loaded)
         worker.finished.connect(self._on_model_worker_done)
         self._model_worker = worker
@@ -478,6 +531,8 @@ class MobileSAMWidget(QWidget):
 
     def _on_model_loaded(self, result) -> None:
         if isinstance(result, Failed) and not self._closed:
+            if not self._layers_made.is_set():
+                self.timers["start"].start()
             report(result.error, "loading the model")
         self._render()
 
@@ -520,7 +575,8 @@ class MobileSAMWidget(QWidget):
 
     def _pending(self) -> bool:
         timers = ("start", "predict", "view", "contrast")
-        return any(self.timers[t].isActive() for t in timers) or self.encoder.busy or self.decoder.busy
+        starting = not self._layers_made.is_set() and not self._closed  # the first image is not picked yet
+        return starting or any(self.timers[t].isActive() for t in timers) or self.encoder.busy or self.decoder.busy
 
     def wait(self, timeout: float = 60.0, include_prefetch: bool = False) -> bool:
         """Process events until encoding and prediction are done (scripts). Returns False on timeout."""
@@ -582,21 +638,34 @@ class MobileSAMWidget(QWidget):
 
     def event(self, event) -> bool:
         # napari's dock close button takes the widget out of its dock (no close event): stop then.
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None and not self._closed:
-            self.close_widget()
+        if event.type() == QEvent.Type.ParentChange and not self._closed:
+            if self.parent() is None:
+                self.close_widget(tidy_layers=True)
+            else:
+                self._watch_window()
         return super().event(event)
 
+    def showEvent(self, event) -> None:
+        if not self._closed:
+            self._watch_window()  # docked now: the top-level is napari's window
+        super().showEvent(event)
+
     def closeEvent(self, event) -> None:
-        self.close_widget()
+        self.close_widget(tidy_layers=False)
         super().closeEvent(event)
 
-    def close_widget(self) -> None:
-        """Stop everything: events, workers, timers; remove the widget's empty helper layers and previews."""
+    def close_widget(self, tidy_layers: bool = True) -> None:
+        """Stop everything: events, workers (an encode under way stops between the encoder's stages), timers;
+        with ``tidy_layers``, remove the widget's empty helper layers and previews (the panel closed, the
+        viewer stays)."""
         if self._closed:
             return
         self._closed = True
         if RUNS.widgets.get(id(self.viewer)) is self:
             del RUNS.widgets[id(self.viewer)]
+        top = self._top() if self._top is not None else None
+        if top is not None:
+            top.removeEventFilter(self)
         for timer in self.timers.values():
             timer.stop()
         for emitter, callback in self._viewer_events:
@@ -610,11 +679,43 @@ class MobileSAMWidget(QWidget):
             picker.disconnect_viewer()
         self.encoder.stop()
         self.decoder.stop()
-        self.prefetcher.stop()
+        self.prefetcher.close()
         self.everything_section.close_section()
-        for state in list(self.image_layers.states.values()):
-            self.image_layers.remove_helpers(state, only_empty=True)
+        self._wait_for_workers()
+        if tidy_layers:
+            for state in list(self.image_layers.states.values()):
+                self.image_layers.remove_helpers(state, only_empty=True)
         self.state = None
+
+    def _wait_for_workers(self, timeout: float = 3.0) -> None:
+        """Let the workers told to stop finish, so none outlives napari's window (they stop within a stage)."""
+        deadline = time.monotonic() + timeout
+        app = QApplication.instance()
+        while time.monotonic() < deadline and (
+            self.encoder.busy or self.decoder.busy or self.prefetcher.busy or self._model_worker is not None
+            or self.everything_section.busy_here
+        ):
+            app.processEvents()
+            time.sleep(0.005)
+
+
+def _warm_up(session, layers_made: threading.Event):
+    """Worker generator: import what napari's Points layers need, yield, then load the model.
+
+    A Points layer keeps its features in pandas, whose first import takes seconds;
+    made on the UI thread, the prompt layers would freeze the viewer that long. The
+    model (torch's import) waits until the UI thread has made the layers: the two
+    would share the interpreter and each take twice as long.
+    """
+    try:
+        import pandas  # noqa: F401
+
+        yield "layers"
+        layers_made.wait(10)
+        session.model()
+    except Exception as error:  # reported on the UI thread as a notification
+        return Failed(error)
+    return None
 
 
 def _is_own(layer) -> bool:
