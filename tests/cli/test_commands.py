@@ -238,7 +238,7 @@ def test_sample_offline_says_how_to_supply_weights(work, tmp_path):
         ("stack", ["in.tif", "-o", "out.png"], ["name the output .tif, .tiff or .zarr"]),
         ("stack", ["in.tif", "-o", "in.tif", "--overwrite"], ["is the input"]),
         ("stack", ["in.tif", "-o", "out.tif", "--weights", "nope.pt"], ["nope.pt does not exist"]),
-        ("stack", ["in.tif", "-o", "out.tif", "--box-nms-thresh", "5"], ["box_nms_thresh must be in (0, 1]"]),
+        ("stack", ["in.tif", "-o", "out.tif", "--box-nms-thresh", "5"], ["--box-nms-thresh must be in (0, 1]"]),
         ("stack", ["in.tif", "-o", "out.tif", "--device", "cuda:7"], ["CUDA"]),
     ],
 )

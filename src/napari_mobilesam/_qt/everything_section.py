@@ -67,13 +67,23 @@ def _objects(count: int) -> str:
     return f"{count} object" if count == 1 else f"{count} objects"
 
 
-def _fraction(value: float, minimum: float = 0.0, tooltip: str = "") -> QDoubleSpinBox:
-    box = QDoubleSpinBox()
-    box.setRange(minimum, 1.0)
-    box.setDecimals(2)
-    box.setSingleStep(0.01)
-    box.setValue(value)
-    box.setToolTip(tooltip)
+def _setting_box(name: str) -> QSpinBox | QDoubleSpinBox:
+    """A spin box for one :class:`EverythingParams` setting: range, step, tooltip and default from its field."""
+    from dataclasses import fields
+
+    from ..segment.param_fields import setting_types
+
+    item = next(f for f in fields(EverythingParams) if f.name == name)
+    meta, kind = item.metadata, setting_types(EverythingParams)[name][0]
+    step = meta.get("step", 1)
+    box = QSpinBox() if kind is int else QDoubleSpinBox()
+    if kind is float:
+        box.setDecimals(2)
+        box.setSingleStep(step)
+    # An open end (box_nms_thresh > 0) starts one step inside; a spin box needs some maximum.
+    box.setRange(meta.get("min", 0) + (step if meta.get("min_open") else 0), meta.get("max", 10_000_000))
+    box.setValue(item.default)
+    box.setToolTip(meta["help"][0].upper() + meta["help"][1:] + ".")
     return box
 
 
@@ -96,16 +106,12 @@ class EverythingSection(QGroupBox):
         for key, text in SAMPLERS.items():
             self.sampler.addItem(text, key)
         self.sampler.setToolTip("Point grid: SAM's automatic masks. Box proposals: one box prompt per likely object.")
-        self.points_per_side = QSpinBox()
-        self.points_per_side.setRange(1, 256)
-        self.points_per_side.setToolTip("The grid has points_per_side² point prompts (grid sampler).")
-        self.pred_iou_thresh = _fraction(0.88, tooltip="Keep masks whose predicted IoU is above this.")
-        self.stability_score_thresh = _fraction(0.95, tooltip="Keep masks whose stability score is at least this.")
-        self.box_nms_thresh = _fraction(0.7, 0.01, "Drop masks whose box overlaps a better one's by more than this.")
-        self.min_mask_region_area = QSpinBox()
-        self.min_mask_region_area.setRange(0, 10_000_000)
+        self.points_per_side = _setting_box("points_per_side")
+        self.pred_iou_thresh = _setting_box("pred_iou_thresh")
+        self.stability_score_thresh = _setting_box("stability_score_thresh")
+        self.box_nms_thresh = _setting_box("box_nms_thresh")
+        self.min_mask_region_area = _setting_box("min_mask_region_area")
         self.min_mask_region_area.setSuffix(" px")
-        self.min_mask_region_area.setToolTip("> 0: fill holes and remove islands smaller than this in each mask.")
         self.this_slice = QPushButton("This slice")
         self.this_slice.setToolTip("Segment every object on the slice shown into the Labels layer (one undo step).")
         self.all_slices = QPushButton("All slices")

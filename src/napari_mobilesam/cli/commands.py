@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..errors import MobileSAMError
-from .parser import EVERYTHING_PARAMS
+from .parser import settings_from_args
 from .progress import ProgressBar
 
 SAMPLE_ID = "napari-mobilesam:sample:nuclei_3d"
@@ -25,9 +25,11 @@ def cmd_segment(args) -> None:
     from ..io.labels import check_output
     from ..io.resume import SliceStore
     from ..runners.file_jobs import segment_to_file
+    from ..segment.params import LinkParams
 
     image = _open_input(args)
     output = check_output(args.output, overwrite=args.overwrite, input_path=args.input)
+    link = settings_from_args(LinkParams, args)
     job = _job(args, "segment", image)
     args._partial = SliceStore.path_for(output)
     with ProgressBar("segment", quiet=args.quiet) as bar:
@@ -35,8 +37,8 @@ def cmd_segment(args) -> None:
             image,
             output,
             job,
-            link_3d=args.link_3d,
-            link_iou=args.link_iou,
+            link_3d=link.link_3d,
+            link_iou=link.link_iou,
             overwrite=args.overwrite,
             resume=not args.no_resume,
             scheduler=args.scheduler,
@@ -138,11 +140,12 @@ def _job(args, task: str, image):
     from ..engine.weights import resolve_weights
     from ..runners.slice_job import SliceJob
 
-    params = tuple((name, getattr(args, name)) for name in EVERYTHING_PARAMS if getattr(args, name, None) is not None)
+    sampler, params = "grid", ()
     if task == "segment":
         from ..segment.params import EverythingParams
 
-        EverythingParams.from_kwargs(**dict(params))  # a bad value fails here, not on every worker
+        settings = settings_from_args(EverythingParams, args)  # a bad value fails here, not on every worker
+        sampler, params = settings.sampler, tuple(settings.kwargs().items())
     if args.device:
         from ..engine.device import resolve_device
 
@@ -165,7 +168,7 @@ def _job(args, task: str, image):
         threads=threads,
         cache_dir=cache_dir,
         contrast_limits=_limits(args),
-        sampler=getattr(args, "sampler", "grid"),
+        sampler=sampler,
         params=params,
     )
 

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MobileSAMError
-from .linking import DEFAULT_LINK_IOU, check_link_iou, link_and_renumber, offset_labels, relabel_in_order, slice_offsets
+from .linking import DEFAULT_LINK_IOU, link_and_renumber, offset_labels, relabel_in_order, slice_offsets
+from .params import LinkParams
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ def segment_stack(
         labels = segment_stack(zyx_stack, model, points_per_side=16)
         viewer.add_labels(labels, scale=image_layer.scale)
     """
-    link_iou = check_link_iou(link_iou)
+    LinkParams(link_3d=link_3d, link_iou=link_iou)  # before any slice is segmented
     rgb = is_rgb(stack, rgb)
     slices = None if slices is None else list(slices)
     leading = leading_shape(stack, rgb)

@@ -1,0 +1,56 @@
+"""Bad inputs to the command line, as a new user makes them: one clear line, exit 1, and nothing left on disk.
+
+Each case is a row of docs/errors.md. Kept lean for a 2-core machine: most runs
+fail before the model is loaded; those that get further use 64x64 slices.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from support.cli_runs import FAST, assert_one_line_error, blob_stack, leftovers, run
+
+
+@pytest.fixture(scope="module")
+def inputs(work):
+    """A 2-slice stack beside the module's weights; each test runs in a folder of its own."""
+    tifffile.imwrite(work["root"] / "two.tif", blob_stack((2, 64, 64), seed=11), photometric="minisblack")
+    return work
+
+
+def fails_cleanly(work, folder, *args, fragments=(), notes=(), env=None):
+    """Run ``args`` in ``folder``: one error line holding ``fragments``, and ``folder`` as it was."""
+    folder.mkdir(exist_ok=True)
+    before = leftovers(folder)
+    out = run(work, *args, check=False, env=env, cwd=folder)
+    assert_one_line_error(out, *fragments, notes=notes)
+    assert leftovers(folder) == before
+    return out
+
+
+# -- settings: one rule for the API and the command line -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "fragment"),
+    [
+        ("--pred-iou-thresh", "2", "--pred-iou-thresh must be in [0, 1], got 2.0"),
+        ("--stability-score-thresh", "-4", "--stability-score-thresh must be in [0, 1]"),
+        ("--link-iou", "-1", "--link-iou must be in [0, 1], got -1.0"),
+        ("--points-per-side", "0", "--points-per-side must be a whole number from 1 to 1024"),
+        ("--stability-score-offset", "-1", "--stability-score-offset must be >= 0"),
+    ],
+)
+def test_settings_out_of_range(inputs, tmp_path, option, value, fragment):
+    fails_cleanly(
+        inputs, tmp_path, "segment", inputs["root"] / "two.tif", "-o", "out.tif", "--weights", inputs["weights"],
+        *FAST, option, value, fragments=[fragment],
+    )
+
+
+def test_help_shows_every_default(inputs):
+    text = run(inputs, "segment", "--help").stdout
+    for fragment in ("default: 32", "default: 0.88", "default: 0.95", "default: 0.7", "default: 0.5", "default: grid"):
+        assert fragment in " ".join(text.split()), fragment
