@@ -54,3 +54,30 @@ def test_help_shows_every_default(inputs):
     text = run(inputs, "segment", "--help").stdout
     for fragment in ("default: 32", "default: 0.88", "default: 0.95", "default: 0.7", "default: 0.5", "default: grid"):
         assert fragment in " ".join(text.split()), fragment
+
+
+# -- extreme shapes ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 5000), (5000, 1)])
+def test_a_line_scan_is_segmented(inputs, tmp_path, shape):
+    line = np.random.default_rng(2).normal(200, 20, shape) + 1500 * (np.arange(5000).reshape(shape) % 500 < 100)
+    tifffile.imwrite(tmp_path / "line.tif", line.astype(np.uint16))
+    out = run(inputs, "segment", "line.tif", "-o", "labels.tif", "--weights", inputs["weights"], *FAST, cwd=tmp_path)
+    assert out.returncode == 0 and "error" not in out.stderr
+    assert tifffile.imread(tmp_path / "labels.tif").shape == shape
+    assert leftovers(tmp_path) == ["labels.tif", "line.tif"]
+
+
+def test_a_huge_plane_is_refused_without_reading_it(inputs, tmp_path):
+    import time
+
+    import zarr
+
+    zarr.create_array(str(tmp_path / "huge.zarr"), shape=(20000, 20000), chunks=(1000, 1000), dtype="uint16")
+    started = time.perf_counter()
+    fails_cleanly(
+        inputs, tmp_path, "segment", "huge.zarr", "-o", "labels.tif", "--weights", inputs["weights"], *FAST,
+        fragments=["20000 x 20000 pixels", "Crop or downsample"],
+    )
+    assert time.perf_counter() - started < 60  # reading 800 MB of fill values and converting them takes longer

@@ -226,3 +226,27 @@ def test_tiny_and_large_images(recipe_model):
     masks, _, low_res = predictor.predict(box=[1000, 2000, 1800, 2600], multimask_output=False)
     assert masks.shape == (1, 5000, 3000) and low_res.shape == (1, 256, 256)
     assert predictor.input_size == (1024, 614)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (5000, 1), (1, 20000), (20000, 1), (2, 3)])
+def test_degenerate_shapes_are_segmented(recipe_model, shape):
+    """Line scans and single pixels: resized to at least 1 px a side, decoded back to their own shape."""
+    predictor = Predictor(recipe_model)
+    image = np.random.default_rng(0).integers(0, 1000, shape).astype(np.uint16)
+    predictor.set_image(image)
+    assert min(predictor.input_size) >= 1 and max(predictor.input_size) == 1024
+    height, width = shape
+    masks, _, _ = predictor.predict(point_coords=[[width - 1, height - 1]], point_labels=[1])
+    assert masks.shape == (3, *shape)
+    masks, _, _ = predictor.predict(box=[0, 0, width - 1, height - 1], multimask_output=False)
+    assert masks.shape == (1, *shape)
+
+
+def test_a_huge_lazy_image_is_refused_before_it_is_read(recipe_model):
+    from support.lazy import Unreadable
+
+    predictor = Predictor(recipe_model)
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        predictor.set_image(Unreadable((20000, 20000)))
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        predictor.embed(Unreadable((20000, 20000, 3), np.uint8))

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.embedding import ImageEmbedding
+from ..engine.preprocessing import check_image_size
 from ..errors import MobileSAMError
 from ..io.files import remove_path
 from .keys import slice_key
@@ -166,6 +167,7 @@ class EmbeddingCache:
         ``(embedding, source)`` with ``source`` ``"memory"``, ``"disk"`` or ``"computed"``.
         """
         slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
+        check_image_size(image_slice)  # a plane too large to segment is refused before it is read
         pixels = np.asarray(image_slice)  # a dask or zarr slice is read once
         key = self.slice_key(pixels, predictor.model, contrast_limits)
         with self._lock:

@@ -86,6 +86,10 @@ def read_plane(data, steps: Steps, factors: Sequence[float] | None = None, rgb: 
     Returns ``(H, W)``, or ``(H, W, C)`` for RGB(A): rows along the lower displayed axis. A transposed
     view (napari's Ctrl+T) changes only how the plane is drawn, not how it is read or written.
     """
+    from ..engine.preprocessing import check_plane_size
+
+    height, width = (int(data.shape[axis]) for axis in displayed_axes(steps))
+    check_plane_size(height, width)  # a plane too large to segment is refused before it is read
     plane = np.asarray(data[plane_index(steps, factors, rgb)])
     if plane.ndim != (3 if rgb else 2):
         raise MobileSAMError(f"Reading one plane gave an array of shape {plane.shape}; expected a 2D plane.")

@@ -55,6 +55,18 @@ def leading_shape(stack, rgb: bool) -> tuple[int, ...]:
     return tuple(stack.shape[: len(stack.shape) - spatial])
 
 
+def plane_shape(stack, rgb: bool) -> tuple[int, int]:
+    """``(Y, X)`` of each slice, checked to be segmentable from the shape alone (nothing is read)."""
+    from ..engine.preprocessing import check_plane_size
+
+    leading = leading_shape(stack, rgb)
+    height, width = (int(s) for s in stack.shape[len(leading) : len(leading) + 2])
+    if height == 0 or width == 0:
+        raise MobileSAMError(f"The slices are empty (shape {tuple(stack.shape)}); pass an image with pixels.")
+    check_plane_size(height, width)
+    return height, width
+
+
 def slice_indices(stack, rgb: bool) -> list[tuple[int, ...]]:
     """Every slice position over the leading axes, in C order."""
     return [tuple(int(i) for i in index) for index in np.ndindex(*leading_shape(stack, rgb))]
@@ -134,6 +146,7 @@ def iter_segment_stack(
             f"decoder_for must be a function slice_index -> decoder, got {type(decoder_for).__name__}."
         )
     rgb = is_rgb(stack, rgb)
+    plane_shape(stack, rgb)  # before the first slice is read
     positions = slice_indices(stack, rgb)
     wanted = range(len(positions)) if slices is None else [_check_slice(flat, len(positions)) for flat in slices]
     if decoder_for is None:
@@ -225,7 +238,7 @@ def segment_stack(
     rgb = is_rgb(stack, rgb)
     slices = None if slices is None else list(slices)
     leading = leading_shape(stack, rgb)
-    spatial = tuple(stack.shape[-3:-1]) if rgb else tuple(stack.shape[-2:])
+    spatial = plane_shape(stack, rgb)
     n_slices = int(np.prod(leading, dtype=np.int64))
     local = np.zeros((n_slices, *spatial), dtype=np.int32)  # each slice's own ids, 1..n
     counts = np.zeros(n_slices, dtype=np.int64)
