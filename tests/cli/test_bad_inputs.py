@@ -81,3 +81,36 @@ def test_a_huge_plane_is_refused_without_reading_it(inputs, tmp_path):
         fragments=["20000 x 20000 pixels", "Crop or downsample"],
     )
     assert time.perf_counter() - started < 60  # reading 800 MB of fill values and converting them takes longer
+
+
+# -- prompts: the API's rules for CSV tables too ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("table", "option", "fragments"),
+    [
+        ("z,y0,x0,y1,x1\n0,10,50,40,20\n", "--boxes", ["Box 1 (z=0, y0=10, x0=50, y1=40, x1=20) has y1 < y0 or x1 < x0"]),
+        ("z,y0,x0,y1,x1\n1,100,100,140,140\n", "--boxes", ["On slice z=1", "lies entirely outside the 64x64 image"]),
+        ("z,y,x,label\n0,10,10,0\n1,20,20,0\n", "--points", ["On slice z=0 there are only negative points"]),
+        ("z,y,x\n0,10,90\n", "--points", ["Point (x=90, y=10) lies outside the 64x64 image"]),
+    ],
+)
+def test_prompt_tables_follow_the_api_rules(inputs, tmp_path, table, option, fragments):
+    (tmp_path / "prompts.csv").write_text(table)
+    fails_cleanly(
+        inputs, tmp_path, "prompt", inputs["root"] / "two.tif", option, "prompts.csv", "-o", "labels.tif",
+        "--weights", inputs["weights"], "--threads", "1", fragments=fragments,
+    )
+
+
+def test_an_empty_points_table_is_a_warning(inputs, tmp_path):
+    (tmp_path / "points.csv").write_text("index,axis-0,axis-1,axis-2\n")
+    out = run(
+        inputs, "prompt", inputs["root"] / "two.tif", "--points", "points.csv", "-o", "labels.tif",
+        "--weights", inputs["weights"], cwd=tmp_path,
+    )
+    warnings = [line for line in out.stderr.splitlines() if "warning" in line]
+    assert warnings[0] == "napari-mobilesam: warning: points.csv holds no points (only its header row)."
+    assert "0 objects" in out.stderr
+    labels = tifffile.imread(tmp_path / "labels.tif")
+    assert labels.shape == (2, 64, 64) and not labels.any()

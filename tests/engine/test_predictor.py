@@ -161,6 +161,8 @@ def test_mask_input_refines(ready):
         ({"point_coords": [[600.0, 2.0]], "point_labels": [1]}, "outside"),
         ({"point_coords": [[-3.0, 2.0]], "point_labels": [1]}, "outside"),
         ({"box": [50.0, 10.0, 20.0, 40.0]}, "x1 < x0"),
+        ({"box": [600.0, 10.0, 700.0, 40.0]}, r"Box \(x0=600, y0=10, x1=700, y1=40\) lies entirely outside the 512x512"),
+        ({"box": [[10, 10, 40, 40], [-90, -90, -10, -10]]}, "entirely outside"),
         ({"box": [1.0, 2.0, 3.0]}, r"shape \(4,\)"),
         ({"box": [[1, 2, 3, 4], [1, 2, 3, 4]], "point_coords": [[1.0, 1.0]], "point_labels": [1]}, "disagree"),
         ({"mask_input": np.zeros((64, 64))}, "256"),
@@ -226,6 +228,11 @@ def test_tiny_and_large_images(recipe_model):
     masks, _, low_res = predictor.predict(box=[1000, 2000, 1800, 2600], multimask_output=False)
     assert masks.shape == (1, 5000, 3000) and low_res.shape == (1, 256, 256)
     assert predictor.input_size == (1024, 614)
+
+
+def test_boxes_partly_outside_are_still_decoded(ready):
+    masks, _, _ = ready.predict(box=[400.0, 400.0, 700.0, 700.0], multimask_output=False)
+    assert masks.shape == (1, 512, 512)
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (5000, 1), (1, 20000), (20000, 1), (2, 3)])

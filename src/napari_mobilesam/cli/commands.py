@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from ..errors import MobileSAMError
-from .parser import settings_from_args
+from .parser import PROG, settings_from_args
 from .progress import ProgressBar
 
 SAMPLE_ID = "napari-mobilesam:sample:nuclei_3d"
@@ -74,20 +74,35 @@ def cmd_prompt(args) -> None:
     from ..engine.weights import resolve_weights
     from ..io.labels import check_output, write_labels
     from ..io.prompt_tables import read_boxes_csv, read_points_csv
+    from ..segment.prompt_groups import group_prompts
     from ..segment.stack_prompts import segment_from_prompts
 
     image = _open_input(args)
     output = check_output(args.output, overwrite=args.overwrite, input_path=args.input)
-    ndim = len(image.labels_shape)
-    points, polarity = read_points_csv(args.points, ndim) if args.points else (None, None)
-    boxes = read_boxes_csv(args.boxes, ndim) if args.boxes else None
+    shape = image.labels_shape
+    points, polarity = read_points_csv(args.points, len(shape)) if args.points else (None, None)
+    boxes = read_boxes_csv(args.boxes, len(shape)) if args.boxes else None
+    # An empty table (a header, no rows) is a warning, not an error: a batch of stacks may have one without objects.
+    if points is not None and len(points) == 0:
+        warn(f"{args.points} holds no points (only its header row).")
+        points = polarity = None
+    if boxes is not None and len(boxes) == 0:
+        warn(f"{args.boxes} holds no boxes (only its header row).")
+        boxes = None
+    started = time.perf_counter()
+    if points is None and boxes is None:
+        warn(f"Nothing to segment: {output.name} gets no objects.")
+        plane = np.zeros(shape[-2:], dtype=np.int32)
+        write_labels(output, (plane for _ in range(image.n_slices)), shape, overwrite=args.overwrite)
+        _say(args, f"Wrote {output}: 0 objects, {time.perf_counter() - started:.1f} s.")
+        return
+    group_prompts(shape, points, polarity, boxes)  # every prompt checked before the model loads
     if args.device:
         from ..engine.device import resolve_device
 
         resolve_device(args.device)
     if args.weights is None:
         _announce_download(args)
-    started = time.perf_counter()
     session = process_session(str(resolve_weights(args.weights)), args.device, _cache_dir(args), args.threads)
     with ProgressBar("prompt", quiet=args.quiet) as bar:
         labels = segment_from_prompts(
@@ -191,3 +206,8 @@ def _announce_download(args) -> None:
 def _say(args, message: str) -> None:
     if not args.quiet:
         print(message, file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    """One warning line on stderr (also with --quiet: it is about the result, not the progress)."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr)

@@ -198,10 +198,10 @@ def to_plane_xy(data_coords, steps: Steps, factors: Sequence[float] | None = Non
 
 
 def inside_plane(xy, plane_shape: Sequence[int]) -> np.ndarray:
-    """``(K,)`` bool: which ``(x, y)`` pixel coordinates fall on a plane of ``(H, W)`` pixels."""
-    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-    height, width = int(plane_shape[0]), int(plane_shape[1])
-    return (xy[:, 0] >= -0.5) & (xy[:, 0] <= width - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= height - 0.5)
+    """``(K,)`` bool: which ``(x, y)`` pixel coordinates fall on a plane of ``(H, W)`` pixels (the API's rule)."""
+    from ..engine.prompts import points_inside
+
+    return points_inside(xy, (int(plane_shape[0]), int(plane_shape[1])))
 
 
 def upsample_mask(mask: np.ndarray, full_shape: Sequence[int]) -> np.ndarray:
