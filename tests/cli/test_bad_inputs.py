@@ -83,6 +83,37 @@ def test_a_huge_plane_is_refused_without_reading_it(inputs, tmp_path):
     assert time.perf_counter() - started < 60  # reading 800 MB of fill values and converting them takes longer
 
 
+# -- one run at a time per output ------------------------------------------------------------------
+
+
+def test_a_second_run_on_the_same_output_is_refused(inputs, tmp_path):
+    """Run A is paused mid-way; run B on the same -o names A and leaves its work alone; A then finishes."""
+    import signal
+    import subprocess
+    import time
+
+    from support.cli_runs import command
+
+    tifffile.imwrite(tmp_path / "four.tif", blob_stack((4, 64, 64), seed=12), photometric="minisblack")
+    args = ["segment", "four.tif", "-o", "labels.tif", "--weights", str(inputs["weights"]), *FAST]
+    first = subprocess.Popen([*command(), *args], cwd=tmp_path, env=inputs["env"], stderr=subprocess.PIPE, text=True)
+    done = tmp_path / "labels.tif.partial" / "done"
+    deadline = time.monotonic() + 120
+    while not (done.is_dir() and any(done.iterdir())):
+        assert first.poll() is None and time.monotonic() < deadline, "run A ended before it could be paused"
+        time.sleep(0.02)
+    first.send_signal(signal.SIGSTOP)
+    try:
+        second = run(inputs, *args, check=False, cwd=tmp_path)
+        assert_one_line_error(second, f"another run (process {first.pid} on", "is writing", "labels.tif")
+        assert not (tmp_path / "labels.tif").exists() and (tmp_path / "labels.tif.partial" / "lock").exists()
+    finally:
+        first.send_signal(signal.SIGCONT)
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert tifffile.imread(tmp_path / "labels.tif").shape == (4, 64, 64)
+    assert leftovers(tmp_path) == ["four.tif", "labels.tif"]
+
+
 # -- prompts: the API's rules for CSV tables too ------------------------------------------------------
 
 
