@@ -6,6 +6,8 @@ fail before the model is loaded; those that get further use 64x64 slices.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tifffile
@@ -54,6 +56,45 @@ def test_help_shows_every_default(inputs):
     text = run(inputs, "segment", "--help").stdout
     for fragment in ("default: 32", "default: 0.88", "default: 0.95", "default: 0.7", "default: 0.5", "default: grid"):
         assert fragment in " ".join(text.split()), fragment
+
+
+# -- nothing is created before everything is checked -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def no_distributed(tmp_path_factory):
+    """A PYTHONPATH on which ``import distributed`` fails, as where dask is installed without it."""
+    folder = tmp_path_factory.mktemp("no-distributed")
+    (folder / "distributed").mkdir()
+    (folder / "distributed" / "__init__.py").write_text("raise ImportError('dask.distributed is not installed')\n")
+    return os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+
+
+@pytest.mark.parametrize(
+    ("case", "extra", "fragments"),
+    [
+        ("weights that do not load", ["--weights", "garbage.pt"], ["garbage.pt could not be loaded as plain weights"]),
+        ("contrast limits", ["--contrast-limits", "5", "1"], ["--contrast-limits must be LOW HIGH", "got 5 1"]),
+        ("device from the environment", [], ["NAPARI_MOBILESAM_DEVICE='cuda'", "set it to 'cpu'"]),
+        ("--workers without dask.distributed", ["--workers", "2"], ["needs dask.distributed", "[distributed]"]),
+    ],
+)
+def test_failures_leave_no_work_folder(inputs, tmp_path, no_distributed, case, extra, fragments):
+    import torch
+
+    env = dict(inputs["env"])
+    if case == "device from the environment":
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+        env["NAPARI_MOBILESAM_DEVICE"] = "cuda"
+    if case == "--workers without dask.distributed":
+        env["PYTHONPATH"] = str(no_distributed)
+    (tmp_path / "garbage.pt").write_bytes(b"garbage" * 100)
+    weights = [] if "--weights" in extra else ["--weights", inputs["weights"]]
+    fails_cleanly(
+        inputs, tmp_path, "segment", inputs["root"] / "two.tif", "-o", "out.tif", *weights, *FAST, *extra,
+        fragments=fragments, env=env,
+    )
 
 
 # -- extreme shapes ------------------------------------------------------------------------------

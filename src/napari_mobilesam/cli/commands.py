@@ -71,7 +71,6 @@ def cmd_embed(args) -> None:
 
 def cmd_prompt(args) -> None:
     from ..engine.session import process_session
-    from ..engine.weights import resolve_weights
     from ..io.labels import check_output, write_labels
     from ..io.prompt_tables import read_boxes_csv, read_points_csv
     from ..segment.prompt_groups import group_prompts
@@ -97,13 +96,8 @@ def cmd_prompt(args) -> None:
         _say(args, f"Wrote {output}: 0 objects, {time.perf_counter() - started:.1f} s.")
         return
     group_prompts(shape, points, polarity, boxes)  # every prompt checked before the model loads
-    if args.device:
-        from ..engine.device import resolve_device
-
-        resolve_device(args.device)
-    if args.weights is None:
-        _announce_download(args)
-    session = process_session(str(resolve_weights(args.weights)), args.device, _cache_dir(args), args.threads)
+    weights, device = _checked_model(args)
+    session = process_session(weights, device, _cache_dir(args), args.threads)
     with ProgressBar("prompt", quiet=args.quiet) as bar:
         labels = segment_from_prompts(
             image.data,
@@ -151,27 +145,33 @@ def _cache_dir(args) -> str | None:
     return str(EmbeddingCache(memory_bytes=0, directory=args.cache or True).directory)
 
 def _job(args, task: str, image):
-    """The per-slice job, every setting checked here (before a download or a cluster start)."""
-    from ..engine.weights import resolve_weights
+    """The per-slice job, every setting checked here: before a download, a cluster start or any file is made."""
     from ..runners.slice_job import SliceJob
 
+    cluster = bool(args.scheduler or args.workers)
+    if cluster:
+        from ..runners.dask_cluster import require_distributed
+
+        require_distributed()
     sampler, params = "grid", ()
     if task == "segment":
         from ..segment.params import EverythingParams
 
         settings = settings_from_args(EverythingParams, args)  # a bad value fails here, not on every worker
         sampler, params = settings.sampler, tuple(settings.kwargs().items())
-    if args.device:
-        from ..engine.device import resolve_device
-
-        resolve_device(args.device)  # on a cluster the workers resolve it again, on their own hardware
-    if args.weights is None:
-        _announce_download(args)
-    weights = str(resolve_weights(args.weights))  # before any work: fails fast offline, downloads once
-    threads = args.threads
-    if threads is None and getattr(args, "workers", None):
-        threads = max(1, (os.cpu_count() or 1) // args.workers)
     cache_dir = _cache_dir(args)
+    weights, device = _checked_model(args)
+    threads = args.threads
+    if threads is None and args.workers:
+        threads = max(1, (os.cpu_count() or 1) // args.workers)
+    if cluster:
+        from ..engine.weights import check_weights
+
+        check_weights(weights)  # the workers load the model; a file that is not MobileSAM's fails here
+    else:
+        from ..engine.session import process_session
+
+        process_session(weights, device, cache_dir, threads)  # the model, loaded once: the slices reuse it
     return SliceJob(
         task=task,
         weights=weights,
@@ -179,13 +179,33 @@ def _job(args, task: str, image):
         dtype=str(image.data.dtype),
         rgb=image.rgb,
         image_id=image.image_id,
-        device=args.device,
+        device=device,
         threads=threads,
         cache_dir=cache_dir,
         contrast_limits=_limits(args),
         sampler=sampler,
         params=params,
     )
+
+
+def _checked_model(args) -> tuple[str, str | None]:
+    """``(weights file, device)`` of the run, checked with the contrast limits; the weights are downloaded if needed."""
+    from ..engine.device import resolve_device
+    from ..engine.preprocessing import check_contrast_limits
+    from ..engine.weights import resolve_weights
+
+    try:
+        check_contrast_limits(_limits(args))
+    except MobileSAMError:
+        low, high = args.contrast_limits
+        raise MobileSAMError(
+            f"--contrast-limits must be LOW HIGH, two finite numbers with LOW <= HIGH, got {low:g} {high:g}."
+        ) from None
+    # Also NAPARI_MOBILESAM_DEVICE; on a cluster the workers resolve it again, on their own hardware.
+    resolve_device(args.device, option="--device")
+    if args.weights is None:
+        _announce_download(args)
+    return str(resolve_weights(args.weights)), args.device
 
 
 def _announce_download(args) -> None:

@@ -23,7 +23,7 @@ def cmd_info(args) -> None:
         path = os.path.abspath(os.path.expanduser(args.weights))
         status.update(path=path, present=os.path.isfile(path), source="--weights")
     try:
-        device = str(resolve_device(args.device))
+        device = str(resolve_device(args.device, option="--device"))
         device_note = "--device" if args.device else (DEVICE_ENV if os.environ.get(DEVICE_ENV) else "best available")
     except MobileSAMError as error:
         if args.device:

@@ -89,6 +89,21 @@ def _check_image(image) -> np.ndarray:
     )
 
 
+def check_contrast_limits(contrast_limits) -> tuple[float, float] | None:
+    """``(low, high)`` as two floats (``None`` stays ``None``), or one clear error."""
+    if contrast_limits is None:
+        return None
+    try:
+        low, high = (float(v) for v in contrast_limits)
+    except (TypeError, ValueError):
+        raise MobileSAMError(f"contrast_limits must be two numbers (low, high), got {contrast_limits!r}.") from None
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise MobileSAMError(f"contrast_limits must be two finite numbers, got {contrast_limits!r}.")
+    if high < low:
+        raise MobileSAMError(f"contrast_limits must be (low, high) with low <= high, got {contrast_limits!r}.")
+    return low, high
+
+
 def robust_contrast_limits(image: np.ndarray) -> tuple[float, float]:
     """The 1st and 99.8th percentiles of the finite values of ``image``."""
     sample = image
@@ -116,11 +131,7 @@ def to_uint8_rgb(image, contrast_limits: tuple[float, float] | None = None) -> n
         if contrast_limits is None:
             low, high = robust_contrast_limits(image)
         else:
-            low, high = (float(v) for v in contrast_limits)
-            if not (np.isfinite(low) and np.isfinite(high)):
-                raise MobileSAMError(f"contrast_limits must be two finite numbers, got {contrast_limits!r}.")
-            if high < low:
-                raise MobileSAMError(f"contrast_limits must be (low, high) with low <= high, got {contrast_limits!r}.")
+            low, high = check_contrast_limits(contrast_limits)
         values = image.astype(np.float64)
         values = np.nan_to_num(values, nan=low, posinf=np.inf, neginf=-np.inf)
         if high > low:
