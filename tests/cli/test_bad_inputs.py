@@ -186,3 +186,25 @@ def test_an_empty_points_table_is_a_warning(inputs, tmp_path):
     assert "0 objects" in out.stderr
     labels = tifffile.imread(tmp_path / "labels.tif")
     assert labels.shape == (2, 64, 64) and not labels.any()
+
+
+# -- the embedding cache in a place it cannot be ------------------------------------------------------
+
+
+def test_a_cache_folder_that_is_a_file(inputs, tmp_path):
+    (tmp_path / "cache-file").write_text("not a folder")
+    env = dict(inputs["env"], NAPARI_MOBILESAM_CACHE=str(tmp_path / "cache-file"))
+    out = run(
+        inputs, "segment", inputs["root"] / "two.tif", "-o", "labels.tif", "--weights", inputs["weights"], *FAST,
+        env=env, cwd=tmp_path,
+    )
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert lines == [
+        f"napari-mobilesam: warning: the disk cache is off ({tmp_path / 'cache-file'} is a file, not a folder): "
+        "embeddings are kept in memory only. Point --cache (or NAPARI_MOBILESAM_CACHE) at a folder."
+    ]
+    assert (tmp_path / "labels.tif").exists() and (tmp_path / "cache-file").read_text() == "not a folder"
+    fails_cleanly(
+        inputs, tmp_path, "embed", inputs["root"] / "two.tif", "--weights", inputs["weights"], "--threads", "1",
+        fragments=["embed stores embeddings on disk, but", "cache-file is a file, not a folder"], env=env,
+    )

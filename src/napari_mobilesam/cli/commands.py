@@ -136,13 +136,24 @@ def _limits(args):
     return tuple(args.contrast_limits) if args.contrast_limits else None
 
 
-def _cache_dir(args) -> str | None:
-    """The disk cache folder of the run (``None`` with ``--no-cache``)."""
+def _cache_dir(args, required: bool = False) -> str | None:
+    """The disk cache folder of the run (``None`` with ``--no-cache``, or, with a warning, when it cannot be one).
+
+    ``required`` (``embed``, which exists to fill it): an unusable folder is an error instead.
+    """
     if args.no_cache:
         return None
     from ..cache.embedding_cache import EmbeddingCache
 
-    return str(EmbeddingCache(memory_bytes=0, directory=args.cache or True).directory)
+    cache = EmbeddingCache(memory_bytes=0, directory=args.cache or True)
+    if cache.disk_problem:
+        fix = "Point --cache (or NAPARI_MOBILESAM_CACHE) at a folder"
+        if required:
+            raise MobileSAMError(f"embed stores embeddings on disk, but {cache.disk_problem}. {fix}.")
+        warn(f"the disk cache is off ({cache.disk_problem}): embeddings are kept in memory only. {fix}.")
+        return None
+    return str(cache.directory)
+
 
 def _job(args, task: str, image):
     """The per-slice job, every setting checked here: before a download, a cluster start or any file is made."""
@@ -159,7 +170,7 @@ def _job(args, task: str, image):
 
         settings = settings_from_args(EverythingParams, args)  # a bad value fails here, not on every worker
         sampler, params = settings.sampler, tuple(settings.kwargs().items())
-    cache_dir = _cache_dir(args)
+    cache_dir = _cache_dir(args, required=task == "embed")
     weights, device = _checked_model(args)
     threads = args.threads
     if threads is None and args.workers:
