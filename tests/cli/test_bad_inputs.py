@@ -6,6 +6,7 @@ fail before the model is loaded; those that get further use 64x64 slices.
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -208,3 +209,38 @@ def test_a_cache_folder_that_is_a_file(inputs, tmp_path):
         inputs, tmp_path, "embed", inputs["root"] / "two.tif", "--weights", inputs["weights"], "--threads", "1",
         fragments=["embed stores embeddings on disk, but", "cache-file is a file, not a folder"], env=env,
     )
+
+
+# -- messages that say what is really the matter ---------------------------------------------------------
+
+
+def test_info_says_what_is_really_the_matter(inputs, tmp_path, no_distributed):
+    (tmp_path / "garbage.pt").write_bytes(b"garbage" * 100)
+    text = run(inputs, "info", "--weights", tmp_path / "garbage.pt").stdout
+    assert "[present, but not usable:" in text and "could not be loaded as plain weights" in text
+    assert "[present: loads as MobileSAM]" in run(inputs, "info", "--weights", inputs["weights"]).stdout
+    env = dict(inputs["env"], NAPARI_MOBILESAM_WEIGHTS=str(tmp_path / "missing.pt"))
+    text = run(inputs, "info", env=env).stdout
+    assert "missing (NAPARI_MOBILESAM_WEIGHTS names it; nothing is downloaded then)" in text
+    assert "downloaded on first use" not in text
+    text = run(inputs, "info", env=dict(inputs["env"], PYTHONPATH=str(no_distributed))).stdout
+    dask_line = next(line for line in text.splitlines() if line.startswith("dask:"))
+    assert "dask.distributed not installed" in dask_line and dask_line.startswith("dask:     dask ")
+    assert json.loads(run(inputs, "info", "--json", env=dict(inputs["env"], PYTHONPATH=str(no_distributed))).stdout)[
+        "distributed"
+    ] is None
+
+
+def test_options_are_named_as_typed(inputs, tmp_path):
+    import torch
+
+    fails_cleanly(
+        inputs, tmp_path, "segment", inputs["root"] / "two.tif", "--array", "raw", "-o", "labels.tif",
+        fragments=["two.tif is a TIFF file", "(--array)", "Leave it out for a TIFF"],
+    )
+    if not torch.cuda.is_available():
+        out = fails_cleanly(
+            inputs, tmp_path, "segment", inputs["root"] / "two.tif", "-o", "labels.tif", "--device", "cuda",
+            "--weights", inputs["weights"], fragments=["--device 'cuda' asks for a CUDA GPU", "pass --device cpu"],
+        )
+        assert "device='cpu'" not in out.stderr

@@ -53,7 +53,7 @@ def test_version_and_help(work):
 
 def test_info(work):
     out = run(work, "info", "--weights", work["weights"])
-    assert "napari-mobilesam" in out.stdout and str(work["weights"]) in out.stdout and "[present]" in out.stdout
+    assert "napari-mobilesam" in out.stdout and str(work["weights"]) in out.stdout and "[present: loads as MobileSAM]" in out.stdout
     assert str(work["root"] / "cache" / "embeddings") in out.stdout
     report = json.loads(run(work, "info", "--json").stdout)
     assert report["device"] == "cpu" and report["weights"]["present"] is False

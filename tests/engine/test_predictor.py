@@ -199,6 +199,9 @@ def test_bad_embeddings(tmp_path, predictor):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(MobileSAMError, match="encode again"):
         ImageEmbedding.load(tmp_path / "junk.npz")
+    with pytest.raises(MobileSAMError, match="missing.npz does not exist; give the path of an .npz") as error:
+        ImageEmbedding.load(tmp_path / "missing.npz")
+    assert "Delete" not in str(error.value)
 
 
 def test_set_image_grey_uint16_tall_image(recipe_model):

@@ -82,6 +82,13 @@ def test_wrong_dimensionality(tmp_path):
         read_image(tmp_path / "text.zarr")
 
 
+def test_array_name_on_a_tiff_says_to_leave_it_out(tmp_path):
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(MobileSAMError, match=r"stack.tif is a TIFF file; the array name 'raw' \(--array\)") as error:
+        read_image(tmp_path / "stack.tif", array="raw")
+    assert "zarr array" not in str(error.value).split(";")[0]
+
+
 @pytest.mark.parametrize("shape", [(20000, 20000), (3, 20000, 20000)])
 def test_huge_planes_are_refused_without_reading_them(tmp_path, shape):
     """A lazy zarr array of 20000 x 20000 planes (no chunk written: a few bytes on disk) is refused at once."""

@@ -79,6 +79,11 @@ def read_image(path: str | os.PathLike, array: str | None = None, rgb: bool | No
     path = Path(path).expanduser()
     if not path.exists():
         raise MobileSAMError(f"{path} does not exist. Check the path (and the current folder, {Path.cwd()}).")
+    if array is not None and path.is_file() and path.suffix.lower() in TIFF_SUFFIXES:
+        raise MobileSAMError(
+            f"{path} is a TIFF file; the array name {array!r} (--array) picks an array inside a zarr group. "
+            "Leave it out for a TIFF."
+        )
     is_zarr = path.is_dir() or path.suffix.lower() == ZARR_SUFFIX or array is not None
     if is_zarr:
         data, inner = _open_zarr(path, array)
