@@ -42,3 +42,10 @@ def test_ci_reads_exactly_the_readme_command():
     program = ci.split("$(awk '", 1)[1].split("' README.md)", 1)[0]
     out = subprocess.run(["awk", program, "README.md"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == readme_test_command()
+
+
+def test_the_error_table_is_linked():
+    assert (ROOT / "docs" / "errors.md").is_file()
+    assert "(docs/errors.md)" in (ROOT / "README.md").read_text()
+    for page in ("usage.md", "api.md"):
+        assert "(errors.md)" in (ROOT / "docs" / page).read_text(), page
