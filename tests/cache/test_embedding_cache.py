@@ -283,14 +283,34 @@ def test_store_names_are_safe(tmp_path):
     assert store_name("a") != store_name("A") and store_name("x/y").startswith("x_y-")
 
 
-def test_disk_write_failure_keeps_working_in_memory(tmp_path, caplog):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    cache, predictor = EmbeddingCache(directory=blocker), FakePredictor()
-    embedding, source = cache.embedding(predictor, image())
-    assert source == "computed"
+@pytest.mark.parametrize("where", ["file", "file/embeddings"])
+def test_a_file_in_the_way_turns_the_disk_cache_off_with_one_warning(tmp_path, caplog, where):
+    """NAPARI_MOBILESAM_CACHE (or directory=) naming a file: one warning, and the cache says it is off."""
+    (tmp_path / "file").write_text("not a folder")
+    cache, predictor = EmbeddingCache(directory=tmp_path / where), FakePredictor()
+    for index in range(4):
+        assert cache.embedding(predictor, image(index), image_id="s", slice_index=index, n_slices=4)[1] == "computed"
     assert cache.embedding(predictor, image())[1] == "memory"
-    assert "cannot write" in caplog.text
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "is a file, not a folder; the disk cache is off" in warnings[0].getMessage()
+    assert cache.directory is None and cache.disk_problem == f"{tmp_path / 'file'} is a file, not a folder"
+    assert cache.describe().endswith(f"disk cache off ({tmp_path / 'file'} is a file, not a folder)")
+    assert cache.disk_bytes_used() == 0 and (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_disk_write_failure_keeps_working_in_memory(tmp_path, caplog, monkeypatch):
+    from napari_mobilesam.cache import embedding_cache
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(embedding_cache, "write_slice", full_disk)
+    cache, predictor = EmbeddingCache(directory=tmp_path), FakePredictor()
+    for index in range(3):
+        assert cache.embedding(predictor, image(index))[1] == "computed"
+    assert cache.embedding(predictor, image())[1] == "memory"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "cannot write" in warnings[0].getMessage()  # once, not once per slice
 
 
 def test_no_pickle_on_disk_or_when_reading(tmp_path, monkeypatch):
@@ -492,3 +512,10 @@ def test_real_predictor_round_trip(tmp_path, predictor):
     predictor.set_embedding(again)
     masks, scores, _ = predictor.predict(point_coords=[[40, 24]], point_labels=[1])
     assert masks.shape == (3, 48, 80) and np.isfinite(scores).all()
+
+
+def test_a_huge_lazy_slice_is_refused_before_it_is_read():
+    from support.lazy import Unreadable
+
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        EmbeddingCache(directory=None).embedding(FakePredictor(), Unreadable((20000, 20000)))

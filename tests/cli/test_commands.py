@@ -53,7 +53,7 @@ def test_version_and_help(work):
 
 def test_info(work):
     out = run(work, "info", "--weights", work["weights"])
-    assert "napari-mobilesam" in out.stdout and str(work["weights"]) in out.stdout and "[present]" in out.stdout
+    assert "napari-mobilesam" in out.stdout and str(work["weights"]) in out.stdout and "[present: loads as MobileSAM]" in out.stdout
     assert str(work["root"] / "cache" / "embeddings") in out.stdout
     report = json.loads(run(work, "info", "--json").stdout)
     assert report["device"] == "cpu" and report["weights"]["present"] is False
@@ -238,7 +238,7 @@ def test_sample_offline_says_how_to_supply_weights(work, tmp_path):
         ("stack", ["in.tif", "-o", "out.png"], ["name the output .tif, .tiff or .zarr"]),
         ("stack", ["in.tif", "-o", "in.tif", "--overwrite"], ["is the input"]),
         ("stack", ["in.tif", "-o", "out.tif", "--weights", "nope.pt"], ["nope.pt does not exist"]),
-        ("stack", ["in.tif", "-o", "out.tif", "--box-nms-thresh", "5"], ["box_nms_thresh must be in (0, 1]"]),
+        ("stack", ["in.tif", "-o", "out.tif", "--box-nms-thresh", "5"], ["--box-nms-thresh must be in (0, 1]"]),
         ("stack", ["in.tif", "-o", "out.tif", "--device", "cuda:7"], ["CUDA"]),
     ],
 )

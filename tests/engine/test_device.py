@@ -115,3 +115,10 @@ def test_unavailable_device_from_environment_says_to_unset_it(monkeypatch):
     monkeypatch.setenv(DEVICE_ENV, "cuda")
     with pytest.raises(MobileSAMError, match=rf"unset {DEVICE_ENV}.*'cpu'"):
         resolve_device()
+
+
+@needs_no_cuda
+def test_a_command_line_option_is_named_in_its_own_words():
+    with pytest.raises(MobileSAMError, match="--device 'cuda' asks for a CUDA GPU") as error:
+        resolve_device("cuda", option="--device")
+    assert "pass --device cpu, or leave out --device" in str(error.value) and "device=" not in str(error.value)

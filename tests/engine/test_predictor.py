@@ -161,6 +161,8 @@ def test_mask_input_refines(ready):
         ({"point_coords": [[600.0, 2.0]], "point_labels": [1]}, "outside"),
         ({"point_coords": [[-3.0, 2.0]], "point_labels": [1]}, "outside"),
         ({"box": [50.0, 10.0, 20.0, 40.0]}, "x1 < x0"),
+        ({"box": [600.0, 10.0, 700.0, 40.0]}, r"Box \(x0=600, y0=10, x1=700, y1=40\) lies entirely outside the 512x512"),
+        ({"box": [[10, 10, 40, 40], [-90, -90, -10, -10]]}, "entirely outside"),
         ({"box": [1.0, 2.0, 3.0]}, r"shape \(4,\)"),
         ({"box": [[1, 2, 3, 4], [1, 2, 3, 4]], "point_coords": [[1.0, 1.0]], "point_labels": [1]}, "disagree"),
         ({"mask_input": np.zeros((64, 64))}, "256"),
@@ -197,6 +199,9 @@ def test_bad_embeddings(tmp_path, predictor):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(MobileSAMError, match="encode again"):
         ImageEmbedding.load(tmp_path / "junk.npz")
+    with pytest.raises(MobileSAMError, match="missing.npz does not exist; give the path of an .npz") as error:
+        ImageEmbedding.load(tmp_path / "missing.npz")
+    assert "Delete" not in str(error.value)
 
 
 def test_set_image_grey_uint16_tall_image(recipe_model):
@@ -226,3 +231,32 @@ def test_tiny_and_large_images(recipe_model):
     masks, _, low_res = predictor.predict(box=[1000, 2000, 1800, 2600], multimask_output=False)
     assert masks.shape == (1, 5000, 3000) and low_res.shape == (1, 256, 256)
     assert predictor.input_size == (1024, 614)
+
+
+def test_boxes_partly_outside_are_still_decoded(ready):
+    masks, _, _ = ready.predict(box=[400.0, 400.0, 700.0, 700.0], multimask_output=False)
+    assert masks.shape == (1, 512, 512)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (5000, 1), (1, 20000), (20000, 1), (2, 3)])
+def test_degenerate_shapes_are_segmented(recipe_model, shape):
+    """Line scans and single pixels: resized to at least 1 px a side, decoded back to their own shape."""
+    predictor = Predictor(recipe_model)
+    image = np.random.default_rng(0).integers(0, 1000, shape).astype(np.uint16)
+    predictor.set_image(image)
+    assert min(predictor.input_size) >= 1 and max(predictor.input_size) == 1024
+    height, width = shape
+    masks, _, _ = predictor.predict(point_coords=[[width - 1, height - 1]], point_labels=[1])
+    assert masks.shape == (3, *shape)
+    masks, _, _ = predictor.predict(box=[0, 0, width - 1, height - 1], multimask_output=False)
+    assert masks.shape == (1, *shape)
+
+
+def test_a_huge_lazy_image_is_refused_before_it_is_read(recipe_model):
+    from support.lazy import Unreadable
+
+    predictor = Predictor(recipe_model)
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        predictor.set_image(Unreadable((20000, 20000)))
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        predictor.embed(Unreadable((20000, 20000, 3), np.uint8))

@@ -7,8 +7,10 @@ import pytest
 
 from napari_mobilesam import MobileSAMError
 from napari_mobilesam.engine.preprocessing import (
+    MAX_PLANE_PIXELS,
     apply_boxes,
     apply_coords,
+    check_plane_size,
     preprocess_shape,
     resize_longest_side,
     robust_contrast_limits,
@@ -103,7 +105,18 @@ def test_non_numeric_image():
 
 @pytest.mark.parametrize(
     ("size", "expected"),
-    [((512, 512), (1024, 1024)), ((300, 500), (614, 1024)), ((5000, 3000), (1024, 614)), ((1, 1), (1024, 1024))],
+    [
+        ((512, 512), (1024, 1024)),
+        ((300, 500), (614, 1024)),
+        ((5000, 3000), (1024, 614)),
+        ((1, 1), (1024, 1024)),
+        # Thin planes: the official rounding makes their short side 0 px; here it stays 1 px.
+        ((1, 5000), (1, 1024)),
+        ((5000, 1), (1024, 1)),
+        ((1, 20000), (1, 1024)),
+        ((2, 5000), (1, 1024)),
+        ((3, 5000), (1, 1024)),
+    ],
 )
 def test_resize_longest_side(size, expected):
     assert preprocess_shape(*size) == expected
@@ -124,3 +137,23 @@ def test_coordinates_scale_with_the_resize():
     np.testing.assert_allclose(coords, [[250 * 1024 / 500, 150 * 614 / 300]])
     boxes = apply_boxes(np.array([0.0, 0.0, 500.0, 300.0]), (300, 500))
     np.testing.assert_allclose(boxes, [0, 0, 1024, 614])
+
+
+def test_thin_planes_keep_the_official_size_wherever_it_is_not_zero():
+    for height in range(1, 40):
+        scale = 1024 / 5000
+        official = (int(height * scale + 0.5), int(5000 * scale + 0.5))
+        assert preprocess_shape(height, 5000) == (max(official[0], 1), official[1])
+
+
+def test_huge_planes_are_refused_from_their_shape():
+    from support.lazy import Unreadable
+
+    check_plane_size(11585, 11585)  # the largest square plane segmented
+    with pytest.raises(MobileSAMError, match=r"20000 x 20000 pixels \(400 million\).*Crop or downsample"):
+        check_plane_size(20000, 20000)
+    with pytest.raises(MobileSAMError, match="20000 x 20000"):
+        to_uint8_rgb(Unreadable((20000, 20000)))
+    with pytest.raises(MobileSAMError, match="20000 x 20000"):
+        to_uint8_rgb(Unreadable((20000, 20000, 3), np.uint8))
+    assert MAX_PLANE_PIXELS >= 10_000 * 10_000

@@ -22,6 +22,7 @@ from napari_mobilesam.engine.weights import (
     WEIGHTS_FILENAME,
     WEIGHTS_URL_ENV,
     cache_dir,
+    check_weights,
     download_weights,
     file_sha256,
     load_model,
@@ -486,3 +487,14 @@ def test_weights_status_with_overrides(checkpoint, monkeypatch, isolated_environ
     assert status["cache_verified"] is False
     assert status["url"] == "https://mirror.example/mobile_sam.pt"
     assert set(status["overrides"]) == {WEIGHTS_ENV, WEIGHTS_URL_ENV, CACHE_ENV}
+
+
+def test_check_weights_reads_without_loading_a_model(checkpoint, tmp_path):
+    """What a run checks before it makes its work folder (dask workers load the model themselves)."""
+    check_weights(checkpoint.path)
+    (tmp_path / "garbage.pt").write_bytes(b"garbage" * 100)
+    with pytest.raises(MobileSAMError, match="garbage.pt could not be loaded as plain weights"):
+        check_weights(tmp_path / "garbage.pt")
+    torch.save({"image_encoder.blocks.0.attn.qkv.weight": torch.zeros(2304, 768)}, tmp_path / "vit_b.pt")
+    with pytest.raises(MobileSAMError, match="is not a MobileSAM checkpoint"):
+        check_weights(tmp_path / "vit_b.pt")

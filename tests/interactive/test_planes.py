@@ -102,3 +102,12 @@ def test_slice_number_and_neighbours():
     assert slicing.neighbour_steps((1, 0, None, None), (2, 5, 8, 8)) == [(1, 1, None, None)]
     assert slicing.neighbour_steps((2, None, None), (5, 8, 8)) == [(3, None, None), (1, None, None)]
     assert slicing.neighbour_steps((None, None), (8, 8)) == []
+
+
+def test_a_huge_plane_is_refused_before_it_is_read():
+    """The widget's plane of a huge lazy layer: one clear error (a notification) instead of reading 800 MB."""
+    from support.lazy import Unreadable
+
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        slicing.read_plane(Unreadable((5, 20000, 20000)), (2, None, None))
+    assert slicing.inside_plane([[-0.5, 19999.5], [-0.6, 0.0]], (20000, 20000)).tolist() == [True, False]

@@ -80,3 +80,24 @@ def test_wrong_dimensionality(tmp_path):
     zarr.create_array(str(tmp_path / "text.zarr"), data=np.array([["a", "b"], ["c", "d"]]))
     with pytest.raises(MobileSAMError, match="expected numbers"):
         read_image(tmp_path / "text.zarr")
+
+
+def test_array_name_on_a_tiff_says_to_leave_it_out(tmp_path):
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(MobileSAMError, match=r"stack.tif is a TIFF file; the array name 'raw' \(--array\)") as error:
+        read_image(tmp_path / "stack.tif", array="raw")
+    assert "zarr array" not in str(error.value).split(";")[0]
+
+
+@pytest.mark.parametrize("shape", [(20000, 20000), (3, 20000, 20000)])
+def test_huge_planes_are_refused_without_reading_them(tmp_path, shape):
+    """A lazy zarr array of 20000 x 20000 planes (no chunk written: a few bytes on disk) is refused at once."""
+    zarr.create_array(str(tmp_path / "huge.zarr"), shape=shape, chunks=(1,) * (len(shape) - 2) + (1000, 1000), dtype="uint16")
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        read_image(tmp_path / "huge.zarr")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (5000, 1), (2, 1, 20000)])
+def test_thin_planes_are_opened(tmp_path, shape):
+    tifffile.imwrite(tmp_path / "thin.tif", np.ones(shape, np.uint16), photometric="minisblack")
+    assert read_image(tmp_path / "thin.tif").labels_shape == shape

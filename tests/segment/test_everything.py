@@ -256,3 +256,25 @@ def test_recipe_grid_skipping_failing_masks_changes_nothing(recipe_model, nuclei
     computing = EverythingSegmenter(decoder=predictor.decode_low_res, **params)(embedding)
     assert skipping.max() >= 1
     np.testing.assert_array_equal(skipping, computing)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 5000), (5000, 1), (1, 20000)])
+@pytest.mark.parametrize("sampler", ["grid", "boxes"])
+def test_recipe_degenerate_shapes(recipe_model, shape, sampler):
+    """A line scan or a single pixel goes through every step (encoding, filters, NMS, full-size masks)."""
+    image = np.random.default_rng(1).integers(0, 1000, shape).astype(np.uint16)
+    labels = segment_everything(
+        image, recipe_model, sampler=sampler, points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0
+    )
+    assert labels.shape == shape and labels.dtype == np.int32
+    if shape != (1, 1):
+        assert_label_image(labels, shape)
+    if sampler == "grid" and shape != (1, 1):
+        assert labels.max() >= 1
+
+
+def test_a_huge_lazy_image_is_refused_before_it_is_read():
+    from support.lazy import Unreadable
+
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        segment_everything(Unreadable((20000, 20000)), decoder=lambda *_: None)

@@ -353,3 +353,12 @@ def test_recipe_rgb_landscape_stack(recipe_model, encoder_calls, one_thread):
     assert labels[0].max() >= 1 and labels[1].max() >= 1
     assert [call[-2:] for call in encoder_calls] == [(1024, 1024)] * 2  # padded to the model's square input
     assert cache.stats["misses"] == 2
+
+
+def test_a_huge_lazy_stack_is_refused_before_a_slice_is_read():
+    from support.lazy import Unreadable
+
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        segment_stack(Unreadable((3, 20000, 20000)), model=object())
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        next(iter_segment_stack(Unreadable((3, 20000, 20000, 3), np.uint8), model=object()))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_mobilesam import EmbeddingCache, MobileSAMError, segment_from_prompts
-from napari_mobilesam.segment.stack_prompts import _group
+from napari_mobilesam.segment.prompt_groups import group_prompts
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,11 @@ def stack():
 
 
 def test_grouping_rules():
-    groups = _group(
+    groups = group_prompts(
+        (3, 64, 64),
         points=[[0, 20, 20], [0, 50, 50], [0, 5, 60], [1, 20, 20]],
         labels=[1, 1, 0, 1],
         boxes=[[0, 40, 35, 60, 60]],
-        leading=(3,),
     )
     assert sorted(groups) == [(0,), (1,)]
     first = groups[(0,)]
@@ -69,8 +69,47 @@ def test_boxes_on_a_2d_image(recipe_model, stack):
         ({"points_zyx": [[5, 10, 10]]}, "outside the stack"),
         ({"points_zyx": [[0, np.nan, 10]]}, "NaN"),
         ({"points_zyx": [[0, 10, 10]], "labels": [1, 0]}, "one label"),
+        # One rule for every input: what check_prompts refuses on an image is refused on a stack.
+        ({"points_zyx": [[3, 3]]}, r"points must have 3 coordinates per row, \(z, y, x\).*got an array of shape \(1, 2\)"),
+        ({"points_zyx": [[0, 1, 3, 3]]}, "3 coordinates per row"),
+        ({"boxes": [[0, 10, 10, 20]]}, r"boxes must have 5 coordinates per row, \(z, y0, x0, y1, x1\)"),
+        ({"boxes": [[0, 10, 50, 40, 20]]}, r"Box 1 \(z=0, y0=10, x0=50, y1=40, x1=20\) has y1 < y0 or x1 < x0"),
+        ({"boxes": [[1, 100, 100, 140, 140]]}, r"On slice z=1: Box \(x0=100, y0=100, x1=140, y1=140\) lies entirely outside"),
+        ({"points_zyx": [[0, 10, 90]]}, r"On slice z=0: Point \(x=90, y=10\) lies outside the 64x64 image"),
+        ({"points_zyx": [[0, 10, 10], [2, 5, 5]], "labels": [0, 0]}, r"On slice z=0 there are only negative points \(1\)"),
+        (
+            {"points_zyx": [[0, 5, 5]], "labels": [0], "boxes": [[0, 40, 35, 60, 60]]},
+            "negative point.* outside every box and no positive point",
+        ),
+        ({"points_zyx": [[0, 10, 10]], "labels": [2]}, "1 \\(positive\\) or 0"),
     ],
 )
 def test_bad_prompts(recipe_model, stack, kwargs, message):
     with pytest.raises(MobileSAMError, match=message):
         segment_from_prompts(stack, model=recipe_model, cache=EmbeddingCache(directory=None), **kwargs)
+
+
+def test_bad_prompts_are_refused_before_any_slice_is_read(stack):
+    """The rules are checked on every prompt first: a mistake on the last slice costs no encoding."""
+    from support.lazy import Unreadable
+
+    with pytest.raises(MobileSAMError, match="only negative points"):
+        segment_from_prompts(Unreadable((3, 64, 64)), points_zyx=[[0, 20, 20], [2, 5, 5]], labels=[1, 0], model=object())
+
+
+def test_a_huge_lazy_stack_is_refused_before_it_is_read():
+    from support.lazy import Unreadable
+
+    with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
+        segment_from_prompts(Unreadable((2, 20000, 20000)), points_zyx=[[0, 5, 5]], model=object())
+
+
+def test_a_single_point_row_and_a_2d_image(recipe_model, stack):
+    labels = segment_from_prompts(stack[0], points_zyx=[20, 20], model=recipe_model, cache=EmbeddingCache(directory=None))
+    assert labels.shape == (64, 64) and labels.max() == 1
+
+
+def test_empty_prompts_warn_and_give_empty_labels(stack):
+    with pytest.warns(UserWarning, match="No prompts"):
+        labels = segment_from_prompts(stack, points_zyx=np.zeros((0, 3)), model=object())
+    assert labels.shape == stack.shape and not labels.any()

@@ -53,9 +53,11 @@ def work(tmp_path_factory):
     return {"root": root, "weights": root / "recipe.pt", "env": env}
 
 
-def run(work, *args, check=True, env=None) -> subprocess.CompletedProcess:
+def run(work, *args, check=True, env=None, cwd=None) -> subprocess.CompletedProcess:
     cmd = [*command(), *map(str, args)]
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env or work["env"], cwd=work["root"], timeout=300)
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env=env or work["env"], cwd=cwd or work["root"], timeout=300
+    )
     if check and out.returncode != 0:
         raise AssertionError(f"{cmd} exited {out.returncode}:\n{out.stderr}")
     return out

@@ -66,24 +66,28 @@ class ParamsForm(QWidget):
             layout.addWidget(self.advanced)
 
     def _widget_for(self, field, label: str | None, choices):
+        from ..segment.param_fields import setting_types
+
         meta = field.metadata
-        options = {"tooltip": meta.get("help", "")}
-        for key in ("min", "max", "step"):
-            if key in meta:
-                options[key] = meta[key]
+        help_text = meta.get("help", "")
+        options = {"tooltip": help_text[:1].upper() + help_text[1:]}
+        kind = setting_types(self._type)[field.name][0]
+        step = meta.get("step", 0.01 if kind is float else 1)
+        options["step"] = step
+        if "min" in meta:
+            options["min"] = meta["min"] + (step if meta.get("min_open") else 0)  # an open end: one step inside
+        if "max" in meta:
+            options["max"] = meta["max"] - (step if meta.get("max_open") else 0)
+        else:
+            options["max"] = 10_000_000  # a spin box needs some maximum
         if choices is None and "choices" in meta:
             choices = [(str(choice), choice) for choice in meta["choices"]]
-        kind = field.type if isinstance(field.type, type) else {"int": int, "float": float, "str": str, "bool": bool}.get(
-            str(field.type), str
-        )
         if choices is not None:
-            options["choices"] = choices
+            options = {"tooltip": options["tooltip"], "choices": choices}
             return create_widget(
                 value=field.default, name=field.name, label=label or _label(field.name), widget_type="ComboBox",
                 options=options,
             )
-        if kind is float and "step" not in options:
-            options["step"] = 0.01
         return create_widget(
             value=field.default, annotation=kind, name=field.name, label=label or _label(field.name), options=options
         )

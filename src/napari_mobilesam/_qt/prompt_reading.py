@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..engine.prompts import boxes_outside
 from ..interactive import planes as slicing
 from .layer_plane import LayerPlane, world_affine
 from .prompt_layers import polarities
@@ -74,7 +75,7 @@ def boxes_on_plane(layer, plane: LayerPlane, viewer_point) -> PlaneBoxes:
             xy = slicing.to_plane_xy(data, plane.steps, plane.factors)
             x0, y0 = xy.min(axis=0)
             x1, y1 = xy.max(axis=0)
-            if x1 < -0.5 or y1 < -0.5 or x0 > width - 0.5 or y0 > height - 0.5:
+            if boxes_outside([x0, y0, x1, y1], (height, width))[0]:  # the API refuses them; here they are skipped
                 outside.append(index)
                 continue
             boxes.append([max(x0, 0.0), max(y0, 0.0), min(x1, width - 1.0), min(y1, height - 1.0)])

@@ -16,8 +16,10 @@ therefore miss and are encoded again.
 A slice on disk that is not trusted (half-written, corrupt, other weights or
 contrast) is a miss, encoded again and rewritten; a store whose metadata is
 unreadable or whose shape does not fit ``n_slices`` is deleted and rebuilt.
-Disk problems (full, read-only) never break segmentation: they are logged and
-the cache carries on in memory.
+Disk problems (full, read-only) never break segmentation: they are logged
+once and the cache carries on in memory. A folder that cannot be one (a file
+in the way) turns the disk cache off: :attr:`EmbeddingCache.directory` is
+then ``None`` and :attr:`EmbeddingCache.disk_problem` says why.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.embedding import ImageEmbedding
+from ..engine.preprocessing import check_image_size
 from ..errors import MobileSAMError
 from ..io.files import remove_path
 from .keys import slice_key
 from .store import (
     CorruptSliceError,
     create_store,
+    folder_problem,
     is_own_entry,
     open_features,
     read_slice,
@@ -106,6 +110,8 @@ class EmbeddingCache:
         self._inflight: dict[str, Future] = {}
         self._directory_setting = directory
         self._directory: Path | None = None
+        self._disk_problem: str | None = None
+        self._warned: set[str] = set()  # disk problems are logged once, not once per slice
         self.stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0}
         self.memory_bytes = memory_bytes
 
@@ -127,7 +133,7 @@ class EmbeddingCache:
 
     @property
     def directory(self) -> Path | None:
-        """Folder of the disk cache, or ``None`` when the disk cache is off."""
+        """Folder of the disk cache, or ``None`` when the disk cache is off (asked for, or unusable: :attr:`disk_problem`)."""
         setting = self._directory_setting
         if setting is None or setting is False:
             return None
@@ -135,10 +141,23 @@ class EmbeddingCache:
             if setting is True:
                 from ..engine.cache_folder import cache_dir
 
-                self._directory = cache_dir() / "embeddings"
+                folder = cache_dir() / "embeddings"
             else:
-                self._directory = Path(setting).expanduser().absolute()
-        return self._directory
+                folder = Path(setting).expanduser().absolute()
+            self._disk_problem = folder_problem(folder)
+            self._directory = folder
+        return None if self._disk_problem else self._directory
+
+    @property
+    def disk_problem(self) -> str | None:
+        """Why the disk cache asked for is off (e.g. ``"/x is a file, not a folder"``), or ``None``."""
+        self.directory  # noqa: B018 -- resolves the folder and checks it
+        return self._disk_problem
+
+    def _warn_once(self, kind: str, message: str, *args) -> None:
+        if kind not in self._warned:
+            self._warned.add(kind)
+            logger.warning(message, *args)
 
     # -- keys ----------------------------------------------------------------
 
@@ -166,6 +185,7 @@ class EmbeddingCache:
         ``(embedding, source)`` with ``source`` ``"memory"``, ``"disk"`` or ``"computed"``.
         """
         slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
+        check_image_size(image_slice)  # a plane too large to segment is refused before it is read
         pixels = np.asarray(image_slice)  # a dask or zarr slice is read once
         key = self.slice_key(pixels, predictor.model, contrast_limits)
         with self._lock:
@@ -282,7 +302,7 @@ class EmbeddingCache:
         text += f"{_format_bytes(self._memory_limit)})"
         directory = self.directory
         if directory is None:
-            return text + ", disk cache off"
+            return text + (f", disk cache off ({self._disk_problem})" if self._disk_problem else ", disk cache off")
         return text + f", {_format_bytes(self.disk_bytes_used())} on disk at {directory}"
 
     # -- memory (caller holds self._lock) -------------------------------------
@@ -313,6 +333,13 @@ class EmbeddingCache:
     def _store_path(self, key: str, image_id: str | None) -> Path | None:
         directory = self.directory
         if directory is None:
+            if self._disk_problem:
+                self._warn_once(
+                    "folder",
+                    "Embedding cache: %s; the disk cache is off, embeddings are kept in memory only. "
+                    "Point NAPARI_MOBILESAM_CACHE (or directory=) at a folder.",
+                    self._disk_problem,
+                )
             return None
         return directory / store_name(key if image_id is None else image_id)
 
@@ -345,7 +372,10 @@ class EmbeddingCache:
                 features = self._open_or_build(path, n_slices)
                 write_slice(path, features, key, embedding, slice_index)
             except Exception as error:
-                logger.warning("Embedding cache: cannot write to %s (%s); keeping it in memory only.", path, error)
+                self._warn_once(
+                    "write", "Embedding cache: cannot write to %s (%s); keeping embeddings in memory only.", path, error
+                )
+                logger.info("Embedding cache: cannot write slice %s to %s (%s).", slice_index, path, error)
 
     def _open_or_build(self, path: Path, n_slices: int):
         """The ``features`` array of a valid store at ``path`` for ``n_slices`` slices, rebuilding it if needed."""

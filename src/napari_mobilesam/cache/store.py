@@ -81,6 +81,21 @@ def is_own_entry(entry: Path) -> bool:
     return (meta.get("attributes", {}).get(_ATTR) or {}).get("format") == STORE_FORMAT
 
 
+def folder_problem(directory: Path) -> str | None:
+    """Why the cache cannot keep stores in ``directory`` -- a file in the way, a parent it may not write in -- or None.
+
+    Read from the nearest part of the path that exists; nothing is created.
+    """
+    for folder in (directory, *directory.parents):
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir():
+                return f"{folder} is a file, not a folder"
+            if folder != directory and not os.access(folder, os.W_OK | os.X_OK):
+                return f"{directory} cannot be created: no permission to write in {folder}"
+            return None
+    return None
+
+
 def store_bytes(directory: Path) -> int:
     """Bytes of this cache's stores in ``directory`` (entries that :func:`is_own_entry` recognises)."""
     total = 0

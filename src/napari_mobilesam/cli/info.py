@@ -22,20 +22,16 @@ def cmd_info(args) -> None:
     if args.weights:
         path = os.path.abspath(os.path.expanduser(args.weights))
         status.update(path=path, present=os.path.isfile(path), source="--weights")
+    status["problem"] = _weights_problem(status)
     try:
-        device = str(resolve_device(args.device))
+        device = str(resolve_device(args.device, option="--device"))
         device_note = "--device" if args.device else (DEVICE_ENV if os.environ.get(DEVICE_ENV) else "best available")
     except MobileSAMError as error:
         if args.device:
             raise
         device, device_note = "unavailable", str(error)
     cache = None if args.no_cache else EmbeddingCache(memory_bytes=0, directory=args.cache or True)
-    try:
-        import distributed
-
-        dask_version = distributed.__version__
-    except ImportError:
-        dask_version = None
+    dask_version, distributed_version = _version("dask"), _version("distributed")
     report = {
         "version": __version__,
         "python": platform.python_version(),
@@ -44,19 +40,22 @@ def cmd_info(args) -> None:
         "device_source": device_note,
         "threads": torch.get_num_threads(),
         "weights": status,
-        "cache": None if cache is None else {"path": str(cache.directory), "bytes": cache.disk_bytes_used()},
-        "distributed": dask_version,
+        "cache": None if cache is None else _cache_report(cache),
+        "dask": dask_version,
+        "distributed": distributed_version,
     }
     if args.json:
         print(json.dumps(report, indent=2))
         return
     weights = status["path"]
-    if status["present"]:
-        state = "present"
-        if status["source"] == "cache" and status.get("cache_verified") is False:
-            state = "present, but not the official file (checksum differs): delete it to download again"
-    else:
+    if status["problem"]:
+        state = status["problem"]
+    elif status["source"] == "cache" and not status["present"]:
         state = f"missing: downloaded on first use from {status['url']}"
+    elif status["source"] == "cache":
+        state = "present: the official file (checksum verified)"
+    else:
+        state = "present: loads as MobileSAM"
     lines = [
         f"napari-mobilesam {__version__} (Python {report['python']}, torch {report['torch']})",
         f"device:   {device} ({device_note}); torch threads: {report['threads']}",
@@ -64,11 +63,66 @@ def cmd_info(args) -> None:
     ]
     if cache is None:
         lines.append("cache:    disk cache off (--no-cache)")
+    elif cache.disk_problem:
+        lines.append(f"cache:    disk cache off: {cache.disk_problem}; point --cache or NAPARI_MOBILESAM_CACHE at a folder")
     else:
         from ..cache.embedding_cache import _format_bytes
 
         lines.append(f"cache:    {cache.directory} ({_format_bytes(report['cache']['bytes'])})")
-    lines.append(f"dask:     {'distributed ' + dask_version if dask_version else 'not installed (no --scheduler)'}")
+    lines.append(f"dask:     {_describe_dask(dask_version, distributed_version)}")
     for name, value in status["overrides"].items():
         lines.append(f"env:      {name}={value}")
     print("\n".join(lines))
+
+
+def _weights_problem(status: dict) -> str | None:
+    """Why the weights a run would use cannot be used (missing where nothing is downloaded, or not loading), or None."""
+    from ..engine.weights import WEIGHTS_ENV, check_weights
+
+    source = status["source"]
+    if not status["present"]:
+        if source == "cache":
+            from pathlib import Path
+
+            from ..cache.store import folder_problem
+
+            problem = folder_problem(Path(status["path"]).parent)
+            return f"missing, and it cannot be downloaded there: {problem}" if problem else None
+        what = "a folder" if os.path.isdir(status["path"]) else "missing"
+        fix = (
+            f"set {WEIGHTS_ENV} to the path of mobile_sam.pt, or unset it to download the official weights"
+            if source == WEIGHTS_ENV
+            else "give the path of mobile_sam.pt"
+        )
+        return f"{what} ({source} names it; nothing is downloaded then): {fix}"
+    if source == "cache" and status.get("cache_verified") is False:
+        return "present, but not the official file (checksum differs): delete it to download again"
+    if source == "cache":
+        return None  # the official checksum: it loads
+    try:
+        check_weights(status["path"])
+    except MobileSAMError as error:
+        return f"present, but not usable: {error}"
+    return None
+
+
+def _cache_report(cache) -> dict:
+    problem = cache.disk_problem
+    path = str(cache._directory) if problem else str(cache.directory)
+    return {"path": path, "bytes": cache.disk_bytes_used(), "problem": problem}
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
+def _describe_dask(dask_version: str | None, distributed_version: str | None) -> str:
+    if distributed_version:
+        return f"dask {dask_version}, distributed {distributed_version}"
+    install = "pip install 'napari-mobilesam[distributed]' for --scheduler/--workers"
+    if dask_version:
+        return f"dask {dask_version}; dask.distributed not installed ({install})"
+    return f"not installed ({install})"

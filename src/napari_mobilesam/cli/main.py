@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         partial = getattr(args, "_partial", None)
-        note = f" Finished slices are kept in {partial}: run the same command again to resume." if partial else ""
+        kept = partial is not None and partial.exists()  # a run stopped before its first slice leaves nothing
+        note = f" Finished slices are kept in {partial}: run the same command again to resume." if kept else ""
         _fail(f"interrupted.{note}")
         return 130
     except Exception as error:

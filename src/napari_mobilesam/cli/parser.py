@@ -2,27 +2,22 @@
 
 The option groups shared by several subcommands (model and machine, input,
 output, dask.distributed) are built once as parent parsers; ``segment`` adds
-the automatic-mask settings of :data:`EVERYTHING_PARAMS`.
+the settings of :class:`~napari_mobilesam.segment.params.EverythingParams` and
+:class:`~napari_mobilesam.segment.params.LinkParams`, made by :func:`add_settings`
+from the dataclasses' own fields (type, range, help, default), so the
+command line takes exactly what the Python API takes. Values are checked by
+building the dataclass (:func:`settings_from_args`): a value out of range is
+the API's one-line error.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from .. import __version__
 
 PROG = "napari-mobilesam"
-EVERYTHING_PARAMS = {
-    # option name: (type, help)
-    "points_per_side": (int, "prompt grid: points along each side of the image"),
-    "points_per_batch": (int, "prompts decoded together (memory vs speed)"),
-    "pred_iou_thresh": (float, "keep masks whose predicted IoU is at least this (0..1)"),
-    "stability_score_thresh": (float, "keep masks at least this stable under threshold changes (0..1)"),
-    "stability_score_offset": (float, "threshold shift of the stability score (logits)"),
-    "box_nms_thresh": (float, "IoU above which overlapping masks are duplicates (0..1)"),
-    "min_mask_region_area": (int, "remove islands and fill holes smaller than this many pixels"),
-    "boxes_per_batch": (int, "box prompts decoded together (--sampler boxes)"),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,22 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment every object on a 2D image or on each 2D slice of a stack. Finished slices are kept in "
         "OUTPUT.partial, so an interrupted run resumes where it stopped.",
     )
+    from ..segment.params import EverythingParams, LinkParams
+
     group = segment.add_argument_group("segmentation")
-    group.add_argument(
-        "--sampler",
-        choices=("grid", "boxes"),
-        default="grid",
-        help="prompts: a regular grid of points, or boxes proposed from the image (default: grid)",
-    )
-    group.add_argument(
-        "--link-3d",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="give an object that continues on the next z-slice one id (default: off)",
-    )
-    group.add_argument("--link-iou", type=float, metavar="F", help="least IoU between slices to link (default 0.5)")
-    for name, (kind, text) in EVERYTHING_PARAMS.items():
-        group.add_argument("--" + name.replace("_", "-"), type=kind, metavar=kind.__name__.upper(), help=text)
+    add_settings(group, EverythingParams)
+    # Off unless asked: ids linked across z are a choice about the data (z-stack or not), not a default.
+    add_settings(group, LinkParams, defaults={"link_3d": False})
     group.add_argument("--no-resume", action="store_true", help="discard slices left by an interrupted run")
 
     prompt = commands.add_parser(
@@ -138,6 +123,45 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", parents=[common], help="version, device, weights and cache")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def add_settings(group, cls, defaults: dict | None = None) -> None:
+    """One option per field of the settings dataclass ``cls``: ``--points-per-side N``, ``--link-3d/--no-link-3d``.
+
+    Type, choices, help and default come from the field (``defaults`` overrides a default
+    for the command line); the help says the range and the default.
+    """
+    from ..segment.param_fields import describe_range, setting_types
+
+    defaults = defaults or {}
+    for item in dataclasses.fields(cls):
+        kind, _optional = setting_types(cls)[item.name]
+        default = defaults.get(item.name, item.default)
+        span = "" if "choices" in item.metadata else describe_range(kind, item.metadata)  # argparse lists choices
+        shown = ("on" if default else "off") if kind is bool else default
+        text = f"{item.metadata['help']} ({span + '; ' if span else ''}default: {shown})".replace("%", "%%")
+        option = "--" + item.name.replace("_", "-")
+        if kind is bool:
+            group.add_argument(option, action=argparse.BooleanOptionalAction, default=default, help=text)
+        elif "choices" in item.metadata:
+            group.add_argument(option, choices=item.metadata["choices"], default=default, help=text)
+        else:
+            group.add_argument(option, type=kind, default=default, metavar=kind.__name__.upper(), help=text)
+
+
+def settings_from_args(cls, args):
+    """``cls`` built from the options :func:`add_settings` made: a bad value is the API's error, naming the option."""
+    from ..errors import MobileSAMError
+
+    names = [item.name for item in dataclasses.fields(cls)]
+    try:
+        return cls(**{name: getattr(args, name) for name in names})
+    except MobileSAMError as error:
+        message = str(error)
+        for name in names:
+            if message.startswith(f"{name} must"):
+                raise MobileSAMError("--" + name.replace("_", "-") + message[len(name) :]) from None
+        raise
 
 
 def _positive_int(text: str) -> int:

@@ -13,7 +13,7 @@ DEVICE_ENV = "NAPARI_MOBILESAM_DEVICE"
 _SUPPORTED = "'cpu', 'cuda', 'cuda:N' or 'mps'"
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
+def resolve_device(device: str | torch.device | None = None, *, option: str | None = None) -> torch.device:
     """The device to run MobileSAM on, checked to be usable on this machine.
 
     Parameters
@@ -23,6 +23,9 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         ``None`` reads the environment variable ``NAPARI_MOBILESAM_DEVICE``
         (same values) when it is set, and otherwise picks CUDA if a GPU is
         available, then Apple's MPS, then the CPU.
+    option
+        The command-line option ``device`` came from (``"--device"``): errors
+        then speak of it instead of the Python argument.
 
     Raises
     ------
@@ -35,8 +38,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         from_env = os.environ.get(DEVICE_ENV, "").strip()
         if not from_env:
             return _best_available()
-        return _check(from_env, source=f"the environment variable {DEVICE_ENV}={from_env!r}")
-    return _check(device, source=f"device={str(device)!r}")
+        fix = f"unset {DEVICE_ENV} (the best available device is then used) or set it to 'cpu'"
+        return _check(from_env, f"the environment variable {DEVICE_ENV}={from_env!r}", fix)
+    if option:
+        fix = f"pass {option} cpu, or leave out {option} to use the best available device"
+        return _check(device, f"{option} {str(device)!r}", fix)
+    return _check(device, f"device={str(device)!r}", "pass device='cpu', or device=None to use the best available device")
 
 
 def _best_available() -> torch.device:
@@ -52,12 +59,8 @@ def _mps_available() -> bool:
     return bool(mps is not None and mps.is_available())
 
 
-def _check(device: str | torch.device, source: str) -> torch.device:
-    fix = (
-        f"unset {DEVICE_ENV} (the best available device is then used) or set it to 'cpu'"
-        if source.startswith("the environment")
-        else "pass device='cpu', or device=None to use the best available device"
-    )
+def _check(device: str | torch.device, source: str, fix: str) -> torch.device:
+    """``device`` parsed and usable here; errors name where it came from (``source``) and what to do (``fix``)."""
     if isinstance(device, torch.device):
         parsed = device
     elif isinstance(device, str):

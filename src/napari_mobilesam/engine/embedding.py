@@ -70,6 +70,9 @@ class ImageEmbedding:
     @classmethod
     def load(cls, path: str | os.PathLike) -> ImageEmbedding:
         """Read an embedding written by :meth:`save` (no pickle is ever loaded)."""
+        if not Path(path).is_file():
+            what = "is a folder, not an embedding file" if Path(path).is_dir() else "does not exist"
+            raise MobileSAMError(f"{path} {what}; give the path of an .npz written by ImageEmbedding.save.")
         try:
             with np.load(path, allow_pickle=False) as data:
                 return cls(data["features"], tuple(data["original_size"]), tuple(data["input_size"]))

@@ -15,6 +15,18 @@ to it the way a person would see it on screen:
 Then the longest side is resized to 1024 px with Pillow's antialiased
 bilinear filter (exactly the official resize), and the model normalises and
 pads it (:meth:`MobileSAM.preprocess`).
+
+Extreme shapes:
+
+- **thin planes** (a line scan of 1 x 5000 pixels): the official arithmetic
+  ``int(side * scale + 0.5)`` rounds the short side to 0 pixels, which no
+  resize can make; here it is at least 1 pixel (:func:`preprocess_shape`),
+  the same result wherever the official rounding gives 1 or more. 1 x 1 is
+  scaled up to 1024 x 1024, as officially;
+- **huge planes**: more than :data:`MAX_PLANE_PIXELS` in one plane is refused
+  from its shape alone, before any pixel is read (:func:`check_plane_size`),
+  so a lazy 20000 x 20000 array is never loaded: the model would see it
+  20 times smaller, and its full-size masks and labels would not fit in a laptop's memory.
 """
 
 from __future__ import annotations
@@ -27,15 +39,39 @@ TARGET_LENGTH = 1024
 ROBUST_PERCENTILES = (1.0, 99.8)
 # Percentiles of larger images are estimated on a regular subsample.
 PERCENTILE_SAMPLE_PIXELS = 4_000_000
+# 2**27 pixels, e.g. 11585 x 11585 or 16384 x 8192: segmenting one plane then takes a few GB
+# (its float copy, the RGB input, full-size masks and labels); the model sees it >= 11x smaller.
+MAX_PLANE_PIXELS = 2**27
 
 
 def preprocess_shape(height: int, width: int, target_length: int = TARGET_LENGTH) -> tuple[int, int]:
-    """``(h, w)`` after scaling the longest side to ``target_length`` (official rounding)."""
+    """``(h, w)`` after scaling the longest side to ``target_length``: official rounding, each side at least 1."""
     scale = target_length * 1.0 / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+def check_plane_size(height: int, width: int) -> None:
+    """Refuse a plane of more than :data:`MAX_PLANE_PIXELS` pixels, from its shape (nothing is read)."""
+    height, width = int(height), int(width)
+    if height * width > MAX_PLANE_PIXELS:
+        shrink = max(height, width) / TARGET_LENGTH
+        raise MobileSAMError(
+            f"The image plane is {height} x {width} pixels ({height * width / 1e6:.0f} million), more than the "
+            f"{MAX_PLANE_PIXELS / 1e6:.0f} million napari-mobilesam segments at once: MobileSAM sees a plane at "
+            f"{TARGET_LENGTH} pixels on its longest side, so {shrink:.0f} pixels here would become one. Crop or "
+            "downsample it (or open a lower level of its multiscale pyramid) and segment that."
+        )
+
+
+def check_image_size(image) -> None:
+    """:func:`check_plane_size` of a 2D image ``(H, W[, C])`` from its ``shape`` alone: call it before reading a lazy one."""
+    shape = tuple(getattr(image, "shape", None) or np.shape(image))
+    if len(shape) in (2, 3) and 0 not in shape[:2]:
+        check_plane_size(*shape[:2])
 
 
 def _check_image(image) -> np.ndarray:
+    check_image_size(image)  # before np.asarray reads a lazy (dask, zarr) plane
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
@@ -51,6 +87,21 @@ def _check_image(image) -> np.ndarray:
         f"Expected one 2D image of shape (H, W) or (H, W, 3|4), got shape {image.shape}. "
         "For a stack, pass one slice (e.g. stack[z]) or use segment_stack."
     )
+
+
+def check_contrast_limits(contrast_limits) -> tuple[float, float] | None:
+    """``(low, high)`` as two floats (``None`` stays ``None``), or one clear error."""
+    if contrast_limits is None:
+        return None
+    try:
+        low, high = (float(v) for v in contrast_limits)
+    except (TypeError, ValueError):
+        raise MobileSAMError(f"contrast_limits must be two numbers (low, high), got {contrast_limits!r}.") from None
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise MobileSAMError(f"contrast_limits must be two finite numbers, got {contrast_limits!r}.")
+    if high < low:
+        raise MobileSAMError(f"contrast_limits must be (low, high) with low <= high, got {contrast_limits!r}.")
+    return low, high
 
 
 def robust_contrast_limits(image: np.ndarray) -> tuple[float, float]:
@@ -80,11 +131,7 @@ def to_uint8_rgb(image, contrast_limits: tuple[float, float] | None = None) -> n
         if contrast_limits is None:
             low, high = robust_contrast_limits(image)
         else:
-            low, high = (float(v) for v in contrast_limits)
-            if not (np.isfinite(low) and np.isfinite(high)):
-                raise MobileSAMError(f"contrast_limits must be two finite numbers, got {contrast_limits!r}.")
-            if high < low:
-                raise MobileSAMError(f"contrast_limits must be (low, high) with low <= high, got {contrast_limits!r}.")
+            low, high = check_contrast_limits(contrast_limits)
         values = image.astype(np.float64)
         values = np.nan_to_num(values, nan=low, posinf=np.inf, neginf=-np.inf)
         if high > low:

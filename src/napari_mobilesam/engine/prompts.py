@@ -44,6 +44,27 @@ def _as_float_array(value, name: str) -> np.ndarray:
     return array
 
 
+def points_inside(xy, original_size: tuple[int, int]) -> np.ndarray:
+    """``(K,)`` bool: which ``(x, y)`` pixel coordinates fall on an image of ``(h, w)`` pixels (edges included)."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    height, width = original_size
+    return (xy[:, 0] >= -0.5) & (xy[:, 0] <= width - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= height - 0.5)
+
+
+def boxes_outside(boxes, original_size: tuple[int, int]) -> np.ndarray:
+    """``(N,)`` bool: which ``(x0, y0, x1, y1)`` boxes lie entirely off an image of ``(h, w)`` pixels.
+
+    Such a box holds no pixel to segment: the decoder would make a mask of whatever it reaches.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    height, width = original_size
+    return (boxes[:, 2] < -0.5) | (boxes[:, 3] < -0.5) | (boxes[:, 0] > width - 0.5) | (boxes[:, 1] > height - 0.5)
+
+
+def _named_box(box) -> str:
+    return "(" + ", ".join(f"{name}={value:g}" for name, value in zip(("x0", "y0", "x1", "y1"), box, strict=True)) + ")"
+
+
 def _check_points(point_coords, point_labels, original_size):
     if point_coords is None and point_labels is None:
         return None, None, None
@@ -63,10 +84,9 @@ def _check_points(point_coords, point_labels, original_size):
     if labels.size and not np.isin(labels, (0, 1)).all():
         raise MobileSAMError(f"point_labels must be 1 (foreground) or 0 (background), got {np.unique(labels)}.")
     height, width = original_size
-    x, y = coords[..., 0], coords[..., 1]
-    outside = (x < -0.5) | (x > width - 0.5) | (y < -0.5) | (y > height - 0.5)
+    outside = ~points_inside(coords, original_size)
     if outside.any():
-        first = coords.reshape(-1, 2)[outside.ravel()][0]
+        first = coords.reshape(-1, 2)[outside][0]
         raise MobileSAMError(
             f"Point (x={first[0]:g}, y={first[1]:g}) lies outside the {width}x{height} image; "
             "points are (x, y) pixel coordinates with 0 <= x <= width-1 and 0 <= y <= height-1."
@@ -79,7 +99,7 @@ def _check_points(point_coords, point_labels, original_size):
     return coords, labels.astype(np.int64), batched
 
 
-def _check_boxes(box):
+def _check_boxes(box, original_size):
     if box is None:
         return None, None
     boxes = _as_float_array(box, "box")
@@ -94,8 +114,15 @@ def _check_boxes(box):
     bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
     if bad.any():
         raise MobileSAMError(
-            f"Box {boxes[bad][0].tolist()} has x1 < x0 or y1 < y0; boxes are (x0, y0, x1, y1) with the "
+            f"Box {_named_box(boxes[bad][0])} has x1 < x0 or y1 < y0; boxes are (x0, y0, x1, y1) with the "
             "top-left corner first."
+        )
+    outside = boxes_outside(boxes, original_size)
+    if outside.any():
+        height, width = original_size
+        raise MobileSAMError(
+            f"Box {_named_box(boxes[outside][0])} lies entirely outside the {width}x{height} image; boxes are "
+            "(x0, y0, x1, y1) pixel coordinates, x from 0 to width-1 and y from 0 to height-1."
         )
     return boxes, batched
 
@@ -119,7 +146,7 @@ def _check_mask_input(mask_input):
 def check_prompts(point_coords, point_labels, box, mask_input, original_size: tuple[int, int]) -> Prompts:
     """Validate and normalise prompts for an image of ``original_size`` ``(h, w)``."""
     coords, labels, points_batched = _check_points(point_coords, point_labels, original_size)
-    boxes, boxes_batched = _check_boxes(box)
+    boxes, boxes_batched = _check_boxes(box, original_size)
     masks, masks_batched = _check_mask_input(mask_input)
     if coords is None and boxes is None and masks is None:
         raise MobileSAMError(

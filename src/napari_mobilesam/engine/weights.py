@@ -269,6 +269,17 @@ def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.
     return model
 
 
+def check_weights(path: str | os.PathLike) -> None:
+    """Raise :class:`MobileSAMError` unless ``path`` reads as MobileSAM's weights (as :func:`load_model` would).
+
+    Reads the file and checks its keys and shapes, without moving anything to a
+    device: what a run checks before it creates anything, when the model itself
+    is loaded elsewhere (on dask workers).
+    """
+    path = Path(path).expanduser()
+    check_fits(build_mobile_sam().state_dict(), load_state_dict(path), path)
+
+
 def weights_status() -> dict:
     """Where the weights that :func:`load_model` would use are, and which overrides are in effect.
 

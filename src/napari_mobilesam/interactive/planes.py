@@ -94,6 +94,10 @@ def read_plane(data, steps: Steps, factors: Sequence[float] | None = None, rgb: 
     Returns ``(H, W)``, or ``(H, W, C)`` for RGB(A): rows along the lower displayed axis. A transposed
     view (napari's Ctrl+T) changes only how the plane is drawn, not how it is read or written.
     """
+    from ..engine.preprocessing import check_plane_size
+
+    height, width = (int(data.shape[axis]) for axis in displayed_axes(steps))
+    check_plane_size(height, width)  # a plane too large to segment is refused before it is read
     plane = np.asarray(data[plane_index(steps, factors, rgb)])
     if plane.ndim != (3 if rgb else 2):
         raise MobileSAMError(f"Reading one plane gave an array of shape {plane.shape}; expected a 2D plane.")
@@ -202,10 +206,10 @@ def to_plane_xy(data_coords, steps: Steps, factors: Sequence[float] | None = Non
 
 
 def inside_plane(xy, plane_shape: Sequence[int]) -> np.ndarray:
-    """``(K,)`` bool: which ``(x, y)`` pixel coordinates fall on a plane of ``(H, W)`` pixels."""
-    xy = np.asarray(xy, dtype=float).reshape(-1, 2)
-    height, width = int(plane_shape[0]), int(plane_shape[1])
-    return (xy[:, 0] >= -0.5) & (xy[:, 0] <= width - 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] <= height - 0.5)
+    """``(K,)`` bool: which ``(x, y)`` pixel coordinates fall on a plane of ``(H, W)`` pixels (the API's rule)."""
+    from ..engine.prompts import points_inside
+
+    return points_inside(xy, (int(plane_shape[0]), int(plane_shape[1])))
 
 
 def upsample_mask(mask: np.ndarray, full_shape: Sequence[int]) -> np.ndarray:

@@ -79,6 +79,11 @@ def read_image(path: str | os.PathLike, array: str | None = None, rgb: bool | No
     path = Path(path).expanduser()
     if not path.exists():
         raise MobileSAMError(f"{path} does not exist. Check the path (and the current folder, {Path.cwd()}).")
+    if array is not None and path.is_file() and path.suffix.lower() in TIFF_SUFFIXES:
+        raise MobileSAMError(
+            f"{path} is a TIFF file; the array name {array!r} (--array) picks an array inside a zarr group. "
+            "Leave it out for a TIFF."
+        )
     is_zarr = path.is_dir() or path.suffix.lower() == ZARR_SUFFIX or array is not None
     if is_zarr:
         data, inner = _open_zarr(path, array)
@@ -92,10 +97,10 @@ def read_image(path: str | os.PathLike, array: str | None = None, rgb: bool | No
     else:
         raise MobileSAMError(f"Cannot read {path}: expected a TIFF file (.tif, .tiff) or a zarr array (.zarr folder).")
     _check_image_array(data, path)
-    from ..segment.stack import is_rgb, leading_shape
+    from ..segment.stack import is_rgb, plane_shape
 
     rgb = is_rgb(data, rgb)
-    leading_shape(data, rgb)  # raises for (Y, X) when told it is colour
+    plane_shape(data, rgb)  # raises for (Y, X) told to be colour, and for planes too large to segment
     image_id = file_image_id(source, data.shape, data.dtype, rgb)
     fingerprint = {"image_id": image_id, **stat, "shape": list(map(int, data.shape)), "dtype": str(data.dtype)}
     return InputImage(data, rgb, image_id, fingerprint)

@@ -2,7 +2,9 @@
 
 Finished slices wait there, each with a "done" marker, until every slice is
 done and the output is written (by :mod:`napari_mobilesam.io.labels`);
-a re-run with the same input, weights and parameters skips them.
+a re-run with the same input, weights and parameters skips them. The run
+working there holds its lock (:mod:`napari_mobilesam.io.work_lock`), so a
+second run on the same output is refused instead of mixing its slices in.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MobileSAMError
+from . import work_lock
 from .files import remove_path, temporary_path, write_atomic
 
 PARTIAL_SUFFIX = ".partial"
@@ -50,7 +53,11 @@ class SliceStore:
         plane_shape: tuple[int, int],
         resume: bool = True,
     ) -> SliceStore:
-        """The work store of ``output``: the existing one when it matches ``fingerprint``, else a new one."""
+        """The work store of ``output``, locked for this process: the existing one when it matches ``fingerprint``, else a new one.
+
+        Raises :class:`MobileSAMError` when another run is working on ``output``
+        (its lock names the process), before anything is changed.
+        """
         import zarr
 
         path = cls.path_for(Path(output).absolute())
@@ -62,6 +69,7 @@ class SliceStore:
                     f"{path} exists but is not a work folder of napari-mobilesam, so it is left alone. Move or "
                     "delete it yourself, or choose another output name."
                 )
+            work_lock.take(path, output)  # refuses while another run works here; a killed run's lock is taken over
             if resume:
                 try:
                     group = zarr.open_group(str(path), mode="r+", zarr_format=3)
@@ -79,8 +87,11 @@ class SliceStore:
             group = zarr.open_group(str(staging), mode="w", zarr_format=3, attributes=attributes)
             group.create_array("slices", shape=shape, chunks=(1, *shape[1:]), dtype="int32", fill_value=0)
             (staging / "done").mkdir()
+            work_lock.write_lock(staging)  # the folder appears with its lock in it
             os.rename(staging, path)
         except OSError as error:
+            if path.is_dir():  # another run made it in the meantime
+                raise work_lock.refusal(path, work_lock.read_owner(path / work_lock.LOCK_NAME), output) from None
             raise MobileSAMError(f"Cannot create the work folder {path} ({error.strerror or error}).") from None
         finally:
             remove_path(staging)
@@ -121,6 +132,10 @@ class SliceStore:
         for slice_index in self.done():
             counts[slice_index] = int((self.path / "done" / str(slice_index)).read_text() or 0)
         return counts
+
+    def release(self) -> None:
+        """Leave the store for a later run to resume: give up the lock."""
+        work_lock.release(self.path)
 
     def remove(self) -> None:
         remove_path(self.path)

@@ -15,6 +15,17 @@ from ..errors import MobileSAMError
 from .slice_job import SliceJob, read_slice, run_slice
 
 
+def require_distributed() -> None:
+    """Raise unless dask.distributed can be imported (checked before a run creates anything)."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise MobileSAMError(
+            "Running on a dask cluster (--scheduler, --workers) needs dask.distributed: "
+            "pip install 'napari-mobilesam[distributed]', or leave out those options to run here."
+        ) from None
+
+
 def run_dask(
     job: SliceJob,
     stack,
@@ -31,13 +42,10 @@ def run_dask(
     each) is started on loopback and closed at the end. Only a few slices are
     in flight at once, so the client's memory stays bounded.
     """
-    try:
-        from distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise MobileSAMError(
-            "Running on a dask cluster needs dask.distributed: pip install 'napari-mobilesam[distributed]'."
-        ) from None
+    require_distributed()
     import logging
+
+    from distributed import Client, LocalCluster, as_completed
 
     todo = list(todo)
     if not todo:

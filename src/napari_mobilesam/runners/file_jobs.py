@@ -22,6 +22,7 @@ from collections.abc import Callable
 from ..io.labels import check_output, write_labels
 from ..io.resume import SliceStore
 from ..segment.linking import DEFAULT_LINK_IOU, link_and_renumber, offset_labels, slice_offsets
+from ..segment.params import LinkParams
 from .slice_job import SliceJob
 from .slices import run_slices
 
@@ -51,12 +52,52 @@ def segment_to_file(
 
     started = time.perf_counter()
     output = check_output(output, overwrite=overwrite)
-    link_iou = DEFAULT_LINK_IOU if link_iou is None else link_iou
+    link = LinkParams(link_3d=link_3d, link_iou=DEFAULT_LINK_IOU if link_iou is None else link_iou)
     plane_shape = tuple(image.labels_shape[-2:])
     from ..engine.weights import file_sha256
 
     fingerprint = {"input": image.fingerprint, "weights_sha256": file_sha256(job.weights), "job": job_fingerprint(job)}
     store = SliceStore.open(output, fingerprint, image.n_slices, plane_shape, resume=resume)
+    try:
+        resumed = _segment_slices(store, image, job, scheduler, workers, progress)
+        counts = store.counts()
+        offsets = slice_offsets(counts)
+        planes, objects = link_and_renumber(
+            lambda flat: offset_labels(store.read(flat), offsets[flat]),
+            int(counts.sum()),
+            image.leading_shape,
+            link_3d=link.link_3d,
+            link_iou=link.link_iou,
+        )
+        attributes = {
+            "napari_mobilesam": {
+                "input": image.image_id,
+                "sampler": job.sampler,
+                "params": dict(job.params),
+                "link_3d": link.link_3d,
+                "weights_sha256": fingerprint.get("weights_sha256"),
+            }
+        }
+        write_labels(output, planes, image.labels_shape, overwrite=overwrite, attributes=attributes)
+    except BaseException:
+        # Finished slices are kept for a re-run to resume; a store without any has nothing to offer.
+        if store.done():
+            store.release()
+        else:
+            store.remove()
+        raise
+    store.remove()
+    return {
+        "output": str(output),
+        "slices": image.n_slices,
+        "resumed": len(resumed),
+        "objects": objects,
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _segment_slices(store: SliceStore, image, job: SliceJob, scheduler, workers, progress) -> set[int]:
+    """Segment the slices ``store`` lacks into it; returns those it had already (resumed)."""
     done = store.done()
     todo = [k for k in range(image.n_slices) if k not in done]
     total, finished = image.n_slices, len(done)
@@ -71,33 +112,7 @@ def segment_to_file(
             progress(finished, total)
 
     run_slices(job, image.data, todo, on_result, scheduler=scheduler, workers=workers)
-    counts = store.counts()
-    offsets = slice_offsets(counts)
-    planes, objects = link_and_renumber(
-        lambda flat: offset_labels(store.read(flat), offsets[flat]),
-        int(counts.sum()),
-        image.leading_shape,
-        link_3d=link_3d,
-        link_iou=link_iou,
-    )
-    attributes = {
-        "napari_mobilesam": {
-            "input": image.image_id,
-            "sampler": job.sampler,
-            "params": dict(job.params),
-            "link_3d": bool(link_3d),
-            "weights_sha256": fingerprint.get("weights_sha256"),
-        }
-    }
-    write_labels(output, planes, image.labels_shape, overwrite=overwrite, attributes=attributes)
-    store.remove()
-    return {
-        "output": str(output),
-        "slices": total,
-        "resumed": len(done),
-        "objects": objects,
-        "seconds": time.perf_counter() - started,
-    }
+    return done
 
 
 def job_fingerprint(job: SliceJob) -> dict:

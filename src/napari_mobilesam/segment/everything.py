@@ -52,7 +52,7 @@ import numpy as np
 import torch
 
 from ..engine.embedding import ImageEmbedding
-from ..engine.preprocessing import preprocess_shape, to_uint8_rgb
+from ..engine.preprocessing import check_image_size, preprocess_shape, to_uint8_rgb
 from ..engine.prompts import Prompts
 from ..errors import MobileSAMError
 from .label_image import MASK_THRESHOLD, LowResFrame, paint_labels, remove_small_regions, tighten
@@ -352,6 +352,7 @@ def _split_input(image_or_embedding, image) -> tuple[ImageEmbedding | None, np.n
         raise MobileSAMError("image= is only for an embedding; pass the image itself as the first argument.")
     if image_or_embedding is None:
         raise MobileSAMError("Nothing to segment: pass a 2D image (H, W) or (H, W, 3), or an ImageEmbedding.")
+    check_image_size(image_or_embedding)  # before a lazy image is read
     image = np.asarray(image_or_embedding)
     if image.ndim == 3 and image.shape[-1] not in (1, 3, 4):
         raise MobileSAMError(

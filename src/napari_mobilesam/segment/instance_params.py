@@ -8,11 +8,12 @@ them without loading a model. Each bad value raises one
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import MobileSAMError
+from .param_fields import from_kwargs
 
 # micro-sam 1.8.14, micro_sam/_model_settings.py, AIS_SETTINGS (lines 3-8 and 28-33), with the
 # parameter names of InstanceSegmentationWithDecoder.generate. Its annotator (sam_annotator/util.py,
@@ -67,14 +68,6 @@ def _check_thresholds(owner: str, params) -> None:
     _in_range(owner, "foreground_threshold", params.foreground_threshold, 0.0, 1.0, False, True)
 
 
-def _from_kwargs(cls, what: str, params: dict):
-    """``cls(**params)``, with one error naming every unknown setting and the known ones."""
-    names = ", ".join(f.name for f in fields(cls))
-    if unknown := sorted(set(params).difference(names.split(", "))):
-        raise MobileSAMError(f"Unknown setting(s) {', '.join(unknown)} for {what}; the settings are {names}.")
-    return cls(**params)
-
-
 @dataclass(frozen=True)
 class WatershedParams:
     """AIS settings: the arguments of micro-sam's ``InstanceSegmentationWithDecoder.generate``.
@@ -105,7 +98,7 @@ class WatershedParams:
     @classmethod
     def from_kwargs(cls, **params) -> WatershedParams:
         """Build from keyword arguments, with one clear error for an unknown name."""
-        return _from_kwargs(cls, "AIS (the watershed)", params)
+        return from_kwargs(cls, "AIS (the watershed)", params)
 
     @classmethod
     def for_model(cls, model_name: str, **params) -> WatershedParams:
@@ -172,4 +165,4 @@ class APGParams:
     @classmethod
     def from_kwargs(cls, **params) -> APGParams:
         """Build from keyword arguments, with one clear error for an unknown name."""
-        return _from_kwargs(cls, "APG (automatic prompt generation)", params)
+        return from_kwargs(cls, "APG (automatic prompt generation)", params)

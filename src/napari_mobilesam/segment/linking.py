@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import MobileSAMError
+from .params import LinkParams
 
-DEFAULT_LINK_IOU = 0.5
+DEFAULT_LINK_IOU = LinkParams.link_iou
 
 
 def relabel_in_order(labels: np.ndarray) -> np.ndarray:
@@ -95,13 +96,6 @@ def match_masks(first: np.ndarray, second: np.ndarray, iou_threshold: float) -> 
     return matches
 
 
-def check_link_iou(link_iou) -> float:
-    """``link_iou`` as a float in [0, 1], or one clear error."""
-    if isinstance(link_iou, bool) or not isinstance(link_iou, (int, float, np.number)) or not 0.0 <= link_iou <= 1.0:
-        raise MobileSAMError(f"link_iou must be a number between 0 and 1, got {link_iou!r}.")
-    return float(link_iou)
-
-
 def link_and_renumber(
     read: Callable[[int], np.ndarray],
     total_ids: int,
@@ -117,7 +111,7 @@ def link_and_renumber(
     Slices are read one or two at a time, twice (linking, then writing).
     Returns ``(planes, n)``: ``planes`` yields the ``int32`` planes in C order.
     """
-    link_iou = check_link_iou(link_iou)
+    link = LinkParams(link_3d=link_3d, link_iou=link_iou)
     n_slices = int(np.prod(leading_shape, dtype=np.int64))
     root = np.arange(int(total_ids) + 1, dtype=np.int64)  # union-find over ids; a group's root is its smallest id
 
@@ -137,13 +131,13 @@ def link_and_renumber(
         return labels
 
     depth = leading_shape[-1] if leading_shape else 1
-    if link_3d and depth >= 2:
+    if link.link_3d and depth >= 2:
         following = checked(0)
         for flat in range(n_slices - 1):
             current, following = following, checked(flat + 1)
             if flat % depth == depth - 1:
                 continue  # last z of one volume, first z of the next (e.g. the next time point)
-            for a, b in match_masks(current, following, link_iou):
+            for a, b in match_masks(current, following, link.link_iou):
                 ra, rb = find(a), find(b)
                 if ra != rb:
                     root[max(ra, rb)] = min(ra, rb)

@@ -1,4 +1,14 @@
-"""The settings of segment everything (:class:`EverythingParams`): the sampler, and SAM's names and defaults, checked once.
+"""The settings of automatic segmentation, each declared once with its type, range and help.
+
+- :class:`EverythingParams`: segment everything (the sampler, and SAM's names and defaults);
+- :class:`LinkParams`: how a stack's slices are joined into 3D objects.
+
+Every field is a :func:`~napari_mobilesam.segment.param_fields.setting`: its
+metadata keys ``help``, ``min``, ``max``, ``min_open``, ``max_open``,
+``step`` and ``choices`` (see :mod:`napari_mobilesam.segment.param_fields`)
+are what the API checks, what the command line's options and ``--help`` are
+made from, and what a GUI reads for its ranges and tooltips; so the Python
+API, the command line, the widget and dask workers accept the same values.
 
 Plain data (numpy only, no torch): the command line and the GUI build and
 check them without loading the pipeline of :mod:`napari_mobilesam.segment.everything`.
@@ -6,12 +16,9 @@ check them without loading the pipeline of :mod:`napari_mobilesam.segment.everyt
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from ..errors import MobileSAMError
+from .param_fields import check_settings, from_kwargs, setting
 
 SAMPLERS = ("grid", "boxes")
 
@@ -35,49 +42,58 @@ class EverythingParams:
             uses 320 on a GPU, the memory grows with it).
     """
 
-    sampler: str = "grid"
-    points_per_side: int = 32
-    points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    stability_score_offset: float = 1.0
-    box_nms_thresh: float = 0.7
-    min_mask_region_area: int = 0
-    boxes_per_batch: int = 64
+    sampler: str = setting(
+        "grid", choices=SAMPLERS, help="prompts: a regular grid of points, or boxes proposed from the image"
+    )
+    # 1024 per side is a million prompts, hours on a CPU: more is a typo, not a setting.
+    points_per_side: int = setting(32, min=1, max=1024, help="points along each side of the prompt grid (the grid sampler)")
+    points_per_batch: int = setting(64, min=1, help="point prompts decoded together; more is faster and takes more memory")
+    pred_iou_thresh: float = setting(
+        0.88, min=0.0, max=1.0, step=0.01, help="keep masks whose predicted IoU is above this"
+    )
+    stability_score_thresh: float = setting(
+        0.95, min=0.0, max=1.0, step=0.01, help="keep masks at least this stable under threshold changes"
+    )
+    # Negative offsets would swap the two masks of the stability score (see everything.stability_score).
+    stability_score_offset: float = setting(
+        1.0, min=0.0, step=0.1, help="threshold shift of the stability score, in logits"
+    )
+    box_nms_thresh: float = setting(
+        0.7, min=0.0, max=1.0, min_open=True, step=0.01, help="IoU above which overlapping masks are duplicates"
+    )
+    min_mask_region_area: int = setting(
+        0, min=0, help="fill holes and remove islands smaller than this many pixels in each mask; 0 turns it off"
+    )
+    boxes_per_batch: int = setting(64, min=1, help="box prompts decoded together by the boxes sampler")
 
     def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise MobileSAMError(
-                f"Unknown sampler {self.sampler!r}; choose 'grid' (SAM's point grid) or 'boxes' (box proposals)."
-            )
-        for name in ("points_per_side", "points_per_batch", "boxes_per_batch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise MobileSAMError(f"{name} must be a whole number >= 1, got {value!r}.")
-        if not isinstance(self.min_mask_region_area, (int, np.integer)) or self.min_mask_region_area < 0:
-            raise MobileSAMError(
-                f"min_mask_region_area must be a whole number >= 0, got {self.min_mask_region_area!r}."
-            )
-        for name in ("pred_iou_thresh", "stability_score_thresh", "stability_score_offset", "box_nms_thresh"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
-                raise MobileSAMError(f"{name} must be a finite number, got {value!r}.")
-        if not 0.0 < self.box_nms_thresh <= 1.0:
-            raise MobileSAMError(f"box_nms_thresh must be in (0, 1], got {self.box_nms_thresh}.")
+        check_settings(self)
 
     @classmethod
     def from_kwargs(cls, **params) -> EverythingParams:
         """Build from keyword arguments, with one clear error for a name SAM's generator does not use here."""
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise MobileSAMError(
-                f"Unknown setting(s) {', '.join(unknown)} for segment_everything; the settings are {', '.join(known)}."
-            )
-        return cls(**params)
+        return from_kwargs(cls, "segment_everything", params)
 
     def kwargs(self) -> dict:
         """Every setting but the sampler, as keyword arguments of ``segment_everything`` (besides ``sampler=``)."""
         params = asdict(self)
         del params["sampler"]
         return params
+
+
+@dataclass(frozen=True)
+class LinkParams:
+    """How :func:`~napari_mobilesam.segment_stack` (and the command line, and the widget) join slices into 3D objects.
+
+    Attributes:
+        link_3d: give an object that continues on the next z-slice one id.
+        link_iou: the least IoU of two masks on adjacent z-slices for them to be one object.
+    """
+
+    link_3d: bool = setting(True, help="give an object that continues on the next z-slice one id")
+    link_iou: float = setting(
+        0.5, min=0.0, max=1.0, step=0.05, help="least IoU of two masks on adjacent z-slices to link them"
+    )
+
+    def __post_init__(self) -> None:
+        check_settings(self)

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import MobileSAMError
-from .linking import DEFAULT_LINK_IOU, check_link_iou, link_and_renumber, offset_labels, relabel_in_order, slice_offsets
+from .linking import DEFAULT_LINK_IOU, link_and_renumber, offset_labels, relabel_in_order, slice_offsets
+from .params import LinkParams
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,18 @@ def leading_shape(stack, rgb: bool) -> tuple[int, ...]:
         kind = "colour (..., Y, X, 3)" if rgb else "(..., Y, X)"
         raise MobileSAMError(f"Expected a {kind} image or stack, got shape {tuple(stack.shape)}.")
     return tuple(stack.shape[: len(stack.shape) - spatial])
+
+
+def plane_shape(stack, rgb: bool) -> tuple[int, int]:
+    """``(Y, X)`` of each slice, checked to be segmentable from the shape alone (nothing is read)."""
+    from ..engine.preprocessing import check_plane_size
+
+    leading = leading_shape(stack, rgb)
+    height, width = (int(s) for s in stack.shape[len(leading) : len(leading) + 2])
+    if height == 0 or width == 0:
+        raise MobileSAMError(f"The slices are empty (shape {tuple(stack.shape)}); pass an image with pixels.")
+    check_plane_size(height, width)
+    return height, width
 
 
 def slice_indices(stack, rgb: bool) -> list[tuple[int, ...]]:
@@ -154,6 +167,7 @@ def iter_segment_stack(
             f"decoder_for must be a function slice_index -> decoder, got {type(decoder_for).__name__}."
         )
     rgb = is_rgb(stack, rgb)
+    plane_shape(stack, rgb)  # before the first slice is read
     positions = slice_indices(stack, rgb)
     wanted = range(len(positions)) if slices is None else [_check_slice(flat, len(positions)) for flat in slices]
     if decoder_for is None:
@@ -242,11 +256,11 @@ def segment_stack(
         labels = segment_stack(zyx_stack, model, points_per_side=16)
         viewer.add_labels(labels, scale=image_layer.scale)
     """
-    link_iou = check_link_iou(link_iou)
+    LinkParams(link_3d=link_3d, link_iou=link_iou)  # before any slice is segmented
     rgb = is_rgb(stack, rgb)
     slices = None if slices is None else list(slices)
     leading = leading_shape(stack, rgb)
-    spatial = tuple(stack.shape[-3:-1]) if rgb else tuple(stack.shape[-2:])
+    spatial = plane_shape(stack, rgb)
     n_slices = int(np.prod(leading, dtype=np.int64))
     local = np.zeros((n_slices, *spatial), dtype=np.int32)  # each slice's own ids, 1..n
     counts = np.zeros(n_slices, dtype=np.int64)

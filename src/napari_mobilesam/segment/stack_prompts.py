@@ -1,17 +1,8 @@
 """Prompts placed on a stack (napari coordinates) to a label image.
 
-Coordinates follow napari's axis order: a point is ``(..., y, x)`` with one
-value per axis of the labels (``(z, y, x)`` for a z-stack, ``(y, x)`` for an
-image), e.g. the ``data`` of a napari Points layer; a box is the slice's
-leading coordinates followed by ``(y0, x0, y1, x1)``. Coordinates are in
-pixels (data coordinates), rounded to the nearest slice on leading axes.
-
-Objects, per slice:
-
-- every box is one object; points inside a box refine that object;
-- every positive point outside all boxes is one object (with
-  ``one_object_per_point=False`` they all form a single object instead);
-- negative points outside all boxes apply to every point object of that slice.
+The rules -- coordinates in napari's axis order, which prompts form which
+object, what is refused -- are :mod:`napari_mobilesam.segment.prompt_groups`'s;
+every prompt is checked there before any slice is encoded.
 
 Ids run ``1..N`` in slice order (C order), then box objects before point
 objects, each in input order. A later object paints only background, so
@@ -20,64 +11,16 @@ objects never overwrite one another.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..engine.mask_resize import resize_logits
 from ..engine.prompts import check_prompts
 from ..errors import MobileSAMError
-from .stack import is_rgb, leading_shape
-
-
-@dataclass
-class _SliceObjects:
-    boxes: list[np.ndarray] = field(default_factory=list)  # (x0, y0, x1, y1)
-    box_points: list[list[tuple[float, float, int]]] = field(default_factory=list)  # (x, y, label)
-    points: list[tuple[float, float, int]] = field(default_factory=list)
-
-
-def _slice_of(coords: np.ndarray, leading: tuple[int, ...], what: str) -> tuple[int, ...]:
-    index = tuple(int(round(float(c))) for c in coords)
-    if any(not 0 <= i < n for i, n in zip(index, leading, strict=True)):
-        raise MobileSAMError(f"A {what} lies on slice {index}, outside the stack's leading shape {leading}.")
-    return index
-
-
-def _group(points, labels, boxes, leading: tuple[int, ...]) -> dict[tuple[int, ...], _SliceObjects]:
-    lead = len(leading)
-    groups: dict[tuple[int, ...], _SliceObjects] = {}
-    if boxes is not None:
-        boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, lead + 4)
-        if not np.isfinite(boxes).all():
-            raise MobileSAMError("boxes contain NaN or infinite values.")
-        for row in boxes:
-            y0, x0, y1, x1 = row[lead:]
-            box = np.array([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)])
-            objects = groups.setdefault(_slice_of(row[:lead], leading, "box"), _SliceObjects())
-            objects.boxes.append(box)
-            objects.box_points.append([])
-    if points is not None:
-        points = np.asarray(points, dtype=np.float64).reshape(-1, lead + 2)
-        if not np.isfinite(points).all():
-            raise MobileSAMError("points contain NaN or infinite values.")
-        polarity = (
-            np.ones(len(points), dtype=np.int64) if labels is None else np.asarray(labels).astype(np.int64).ravel()
-        )
-        if len(polarity) != len(points):
-            raise MobileSAMError(
-                f"Got {len(points)} points but {len(polarity)} labels; give one label (1 or 0) per point."
-            )
-        for row, label in zip(points, polarity, strict=True):
-            objects = groups.setdefault(_slice_of(row[:lead], leading, "point"), _SliceObjects())
-            y, x = row[lead:]
-            inside = [i for i, b in enumerate(objects.boxes) if b[0] <= x <= b[2] and b[1] <= y <= b[3]]
-            if inside:
-                objects.box_points[inside[0]].append((x, y, int(label)))
-            else:
-                objects.points.append((x, y, int(label)))
-    return groups
+from .prompt_groups import group_prompts
+from .stack import is_rgb, leading_shape, plane_shape
 
 
 def _decode(predictor, point_sets, box=None) -> np.ndarray:
@@ -134,14 +77,17 @@ def segment_from_prompts(
 
     if points_zyx is None and boxes is None:
         raise MobileSAMError("Give points_zyx and/or boxes to segment from prompts.")
-    predictor = resolve_predictor(model, predictor)
-    cache = resolve_cache(cache)
     rgb = is_rgb(stack, rgb)
     leading = leading_shape(stack, rgb)
-    spatial = tuple(stack.shape[-3:-1]) if rgb else tuple(stack.shape[-2:])
-    groups = _group(points_zyx, labels, boxes, leading)
-    n_slices = int(np.prod(leading)) if leading else 1
+    spatial = plane_shape(stack, rgb)
+    groups = group_prompts((*leading, *spatial), points_zyx, labels, boxes)  # every prompt checked before any work
     out = np.zeros((*leading, *spatial), dtype=np.int32)
+    if not groups:
+        warnings.warn("No prompts were given (points_zyx and boxes are empty): the labels are all 0.", stacklevel=2)
+        return out
+    predictor = resolve_predictor(model, predictor)
+    cache = resolve_cache(cache)
+    n_slices = int(np.prod(leading)) if leading else 1
     next_id = 1
     for done, index in enumerate(sorted(groups), start=1):
         objects = groups[index]
@@ -152,8 +98,7 @@ def segment_from_prompts(
         )
         predictor.set_embedding(embedding)
         masks = [_decode(predictor, pts, box) for box, pts in zip(objects.boxes, objects.box_points, strict=True)]
-        negatives = [p for p in objects.points if p[2] == 0]
-        positives = [p for p in objects.points if p[2] == 1]
+        negatives, positives = objects.negatives, objects.positives
         if positives and one_object_per_point:
             masks += [_decode(predictor, [p, *negatives]) for p in positives]
         elif positives:
