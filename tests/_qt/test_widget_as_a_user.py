@@ -330,7 +330,7 @@ def test_closing_the_panel_stops_the_widget(make_napari_viewer, qtbot, session):
     start = notification_count()
     viewer.window.remove_dock_widget(dock)  # what the dock's close button does
     qtbot.wait(50)
-    assert widget._closed
+    assert widget.closed
     assert "stack prompts" not in viewer.layers and "stack boxes" not in viewer.layers  # empty helper layers gone
 
     misses = session.cache.stats["misses"]

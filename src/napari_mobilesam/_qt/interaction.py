@@ -14,7 +14,7 @@ from qtpy.QtCore import QTimer
 from ..errors import MobileSAMError
 from ..interactive.decoding import Decoded
 from ..interactive.prompt_objects import objects_from_prompts
-from . import preview
+from . import preview, prompt_layers
 from .decode_scheduler import DecodeJob
 from .layer_plane import LayerPlane
 from .notify import report
@@ -42,6 +42,51 @@ class PromptLoop:
         # Refining an existing label, negative points alone make sense: they cut away from its mask.
         objects = objects_from_prompts(points.xy, points.positive, boxes.boxes, require_positive=state.editing is None)
         return objects, prompt_signature(plane, points, boxes), points, boxes
+
+    def add_point(self, position, positive: bool | None = None) -> None:
+        """Add a point at world ``position`` (see ``MobileSAMWidget.add_point``)."""
+        if not self.widget.require_image():
+            return
+        self.widget.image_layers.ensure_prompt_layers(self.widget.state)
+        layer = self.widget.points_layer
+        coords = layer.world_to_data(self._world_position(position))
+        polarity = self.widget.default_positive if positive is None else bool(positive)
+        previous = bool(layer.feature_defaults[prompt_layers.POLARITY].iloc[0])
+        layer.feature_defaults[prompt_layers.POLARITY] = polarity
+        try:
+            layer.add(np.asarray(coords, dtype=float)[None])
+        finally:
+            layer.feature_defaults[prompt_layers.POLARITY] = previous
+
+    def add_box(self, corner, opposite_corner) -> None:
+        """Add a box between two world corners (see ``MobileSAMWidget.add_box``)."""
+        if not self.widget.require_image():
+            return
+        self.widget.image_layers.ensure_prompt_layers(self.widget.state)
+        layer = self.widget.boxes_layer
+        a = np.asarray(layer.world_to_data(self._world_position(corner)), dtype=float)
+        b = np.asarray(layer.world_to_data(self._world_position(opposite_corner)), dtype=float)
+        row, column = layer.ndim - 2, layer.ndim - 1
+        plane = self.widget.state.plane
+        if plane is not None and layer.ndim == self.widget.state.image.ndim:
+            row, column = plane.displayed
+        corners = np.repeat(a[None], 4, axis=0)
+        corners[1, column] = b[column]
+        corners[2, [row, column]] = b[[row, column]]
+        corners[3, row] = b[row]
+        layer.add_rectangles(corners[None])
+
+    def _world_position(self, position) -> np.ndarray:
+        position = np.asarray(position, dtype=float)
+        world = np.asarray(self.widget.viewer.dims.point, dtype=float).copy()
+        if len(position) == len(world):
+            return position
+        if len(position) != 2:
+            raise MobileSAMError(
+                f"A position is (y, x) or has one value per viewer axis ({len(world)}); got {position}."
+            )
+        world[list(self.widget.viewer.dims.displayed)] = position
+        return world
 
     def _drop_points(self, indices: list[int]) -> None:
         new = [i for i in indices if i not in self._dropping]

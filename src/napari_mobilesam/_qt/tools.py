@@ -14,6 +14,8 @@ from __future__ import annotations
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
 
+from ..errors import MobileSAMError
+
 TOOL_MODES = {"points": "add", "boxes": "add_rectangle", "edit": "pick"}
 
 
@@ -48,6 +50,12 @@ class Tools:
             return state.labels if state.labels is not None and state.labels in self.widget.viewer.layers else None
         self.widget.image_layers.ensure_prompt_layers(state)
         return state.points if tool == "points" else state.boxes
+
+    def choose(self, tool: str | None) -> None:
+        """Turn ``tool`` on as its button does (None: back to pan and zoom)."""
+        if tool is not None and tool not in TOOL_MODES:
+            raise MobileSAMError(f"Unknown tool {tool!r}; choose 'points', 'boxes', 'edit' or None.")
+        self.set(None) if tool is None else self.press(tool, True)
 
     def press(self, tool: str, checked: bool) -> None:
         """A tool button was clicked: turn ``tool`` on (or off, back to pan and zoom)."""
