@@ -1,15 +1,15 @@
-"""Screenshots for docs/usage.md, taken from a real napari window (run under an X server).
+"""Screenshots for docs/usage.md, taken from a real napari window driven by real mouse and key events.
 
-    xvfb-run -a python docs/make_screenshots.py
+    QT_QPA_PLATFORM=xcb xvfb-run -a python docs/make_screenshots.py
 
 Uses the recipe test weights of tests/recipe.py (no download), so the masks
 are those of random weights: they show where the preview, prompts and labels
-appear, not what the official weights would outline.
+appear, not what the official weights would outline. The clicks, drags, keys
+and button presses go through Qt as a user's do (``tests/support/gui.py::User``).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
@@ -18,78 +18,127 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "docs" / "images"
 sys.path.insert(0, str(ROOT / "tests"))
-if os.environ.get("QT_QPA_PLATFORM") == "offscreen":
-    del os.environ["QT_QPA_PLATFORM"]  # a real window
 
 
-def settle(widget, seconds=0.3):
-    from qtpy.QtWidgets import QApplication
+class _Bot:
+    """The two things ``User`` asks of pytest-qt's qtbot, for a script."""
 
-    widget.wait(120)
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        QApplication.processEvents()
-        time.sleep(0.01)
+    def wait(self, ms: int) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        end = time.monotonic() + ms / 1000
+        while time.monotonic() < end:
+            QApplication.processEvents()
+            time.sleep(0.005)
+
+    def mouseClick(self, widget, button, pos=None) -> None:  # noqa: N802  (qtbot's name)
+        from qtpy.QtCore import Qt
+        from qtpy.QtTest import QTest
+
+        if pos is None:
+            QTest.mouseClick(widget, button)
+        else:
+            QTest.mouseClick(widget, button, Qt.KeyboardModifier.NoModifier, pos)
 
 
 def main() -> None:
     import napari
+    import numpy as np
 
-    from napari_mobilesam._qt import session as session_module
     from napari_mobilesam._sample_data import nuclei_2d, nuclei_3d
     from napari_mobilesam.cache.embedding_cache import EmbeddingCache
+    from napari_mobilesam.engine.session import Session, set_default_session
+    from napari_mobilesam.interactive.settings import remember
     from napari_mobilesam.model import build_mobile_sam
+    from napari_mobilesam.segment.params import EverythingParams
     from recipe import recipe_state_dict
+    from support.gui import User
 
     model = build_mobile_sam()
     model.load_state_dict(recipe_state_dict(0), strict=True)
-    session = session_module.Session(cache=EmbeddingCache(directory=Path(tempfile.mkdtemp()) / "embeddings"))
+    session = Session(cache=EmbeddingCache(directory=Path(tempfile.mkdtemp()) / "embeddings"))
     session.set_model(model.eval(), source="test weights (tests/recipe.py)")
-    session_module._SESSION = session
+    set_default_session(session)
+    # Random weights predict poor IoUs: no quality filter, so segment everything shows labels.
+    remember(EverythingParams(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0))
     IMAGES.mkdir(parents=True, exist_ok=True)
 
     viewer = napari.Viewer(title="napari-mobilesam")
-    viewer.window._qt_window.resize(1500, 950)
+    viewer.window._qt_window.resize(1500, 1050)
+    for dock in (viewer.window._qt_viewer.dockLayerControls, viewer.window._qt_viewer.dockLayerList):
+        dock.setMaximumWidth(330)  # the Shapes controls would widen the left docks over the canvas
+    bot = _Bot()
+    user = User(viewer, bot)
     [(image, kwargs)] = nuclei_2d()
     viewer.add_image(image, **kwargs)
     _, widget = viewer.window.add_plugin_dock_widget("napari-mobilesam", "MobileSAM")
     widget.prefetch = False
-    settle(widget, 1.0)
+    widget.wait(120)
+    bot.wait(500)
 
-    def shot(name):
+    def shot(name: str) -> None:
+        widget.wait(120)
         # Without a window manager the window is never "active"; Qt then draws inactive colours.
         viewer.window._qt_window.activateWindow()
-        settle(widget)
+        bot.wait(400)
         viewer.window.screenshot(str(IMAGES / name), canvas_only=False, flash=False)
         print("wrote", IMAGES / name)
 
     shot("01-widget-open.png")
-    widget.add_point((233, 291))
+    user.click((233, 291))
     shot("02-positive-click-preview.png")
-    widget.add_point((250, 318), positive=False)
+    user.click((250, 318), button="right")
     shot("03-negative-click-refines.png")
-    widget.accept()
+    user.key("Enter")
     shot("04-accepted-into-labels.png")
-    widget.add_box((60, 40), (130, 110))
-    widget.add_box((300, 380), (370, 450))
-    widget.add_box((400, 150), (470, 220))
-    widget._activate_boxes()
+    user.press(widget.prompt_section.draw_box)
+    for corner, opposite in (((60, 40), (130, 110)), ((300, 380), (370, 450)), ((400, 150), (470, 220))):
+        user.drag(corner, opposite)
     shot("05-boxes-batch-preview.png")
-    widget.accept()
-    widget.viewer.layers.selection.active = widget.labels_layer
+    user.key("Enter")
     shot("06-boxes-accepted.png")
+
+    # Editing an existing object: its mask is the prompt, a negative click cuts it.
+    user.press(widget.prompt_section.edit_label)
+    label = widget.labels_layer.data
+    rows, columns = np.nonzero(label == label.max())
+    user.click((float(np.median(rows)), float(np.median(columns))))  # inside the object accepted last
+    user.click((float(np.median(rows)) + 6, float(np.median(columns)) + 6), button="right")
+    shot("09-edit-existing-label.png")
+    user.key("Escape")
+
+    user.press(widget.everything_section.this_slice)
+    widget.everything_section.wait(300)
+    widget.everything_section.form.advanced.expand(animate=False)
+    shot("08-segment-everything.png")
+    widget.everything_section.form.advanced.collapse(animate=False)
 
     viewer.layers.clear()
     [(stack, kwargs)] = nuclei_3d()
     viewer.add_image(stack, **kwargs)
     viewer.dims.set_current_step(0, 12)
-    settle(widget, 1.0)
-    widget.add_point((120, 130))
-    settle(widget)
+    widget.wait(120)
+    if not widget.prompt_section.add_points.isChecked():
+        user.press(widget.prompt_section.add_points)
+    user.click((120, 130))
+    widget.wait(120)
+    user.key("Enter")
+    viewer.dims.set_current_step(0, 14)
+    widget.wait(120)
+    user.click((60, 70))
     viewer.dims.set_current_step(0, 13)
-    settle(widget)
+    widget.wait(120)
     viewer.dims.set_current_step(0, 12)
     shot("07-stack-revisit-cache-hit.png")
+
+    user.press(widget.everything_section.all_slices)
+    deadline = time.monotonic() + 120
+    while "slice 3 of" not in widget.everything_section.status.text() and time.monotonic() < deadline:
+        bot.wait(50)
+    shot("10-all-slices-running.png")
+    user.press(widget.everything_section.cancel_button)
+    widget.everything_section.wait(300)
+    assert np.asarray(viewer.layers[0].data).ndim == 3
     viewer.close()
 
 

@@ -286,13 +286,19 @@ def test_cancel_stops_within_a_batch_and_says_so(make_napari_viewer, qtbot, sess
     section = widget.everything_section
     user.press(section.all_slices)
     run = section.last_run
+    steps_after_cancel = []
+    cancelled = []
+    run.worker.yielded.connect(lambda item: cancelled and steps_after_cancel.append(item))
     qtbot.waitUntil(lambda: "step" in section.status.text(), timeout=60_000)  # decoding prompt batches
     started = time.perf_counter()
+    cancelled.append(True)
     user.press(section.cancel_button)
     assert section.status.text().endswith("cancelling…")
-    assert run.wait(60)
+    assert run.wait(120)
     stopped = time.perf_counter() - started
-    assert stopped < 3.0, f"cancel took {stopped:.1f} s"  # one batch of 64 prompts (a loaded CI machine); see the benchmark
+    # It stops at the end of the batch under way: not after the slice's other batches (16 a slice here).
+    assert len(steps_after_cancel) <= 2, steps_after_cancel
+    assert stopped < 30, f"cancel took {stopped:.1f} s"  # about a second on a quiet machine: see the benchmark
     assert "cancelled" in section.status.text() and section.this_slice.isEnabled()
     assert run.cancelled and run.slices_done < 3
 
@@ -362,7 +368,7 @@ viewer = napari.Viewer(show=True)
 viewer.add_image(np.random.default_rng(0).integers(0, 255, (64, 80)).astype(np.uint8), name="cells")
 model = default_session().model()
 for stage in model.image_encoder.layers:
-    stage.register_forward_hook(lambda *a: time.sleep(2.0))  # a slow laptop: two seconds a stage
+    stage.register_forward_hook(lambda *a: time.sleep(3.0))  # a slow laptop: three seconds a stage
 _, widget = viewer.window.add_plugin_dock_widget("napari-mobilesam", "MobileSAM")
 app = QApplication.instance()
 end = time.time() + 30
@@ -389,7 +395,7 @@ viewer.close()
     stderr = process.stderr.read()
     assert process.returncode == 0, stderr[-3000:]
     assert "WorkerBaseSignals" not in stderr and "Traceback" not in stderr, stderr[-3000:]
-    assert exited < 6.0  # the encode stopped at its next stage, not after its eight seconds
+    assert exited < 10.0  # the encode stopped at its next stage, not after the twelve seconds of its four
 
 
 # -- 8. the status follows the state ------------------------------------------------------------------
@@ -411,6 +417,7 @@ def test_status_follows_3d_view_and_undo(make_napari_viewer, qtbot, session):
     assert widget.preview is not None
     user.key("Enter")
     assert "accepted label 1" in widget.status
+    assert widget.layers_section.labels.currentText() == "cells labels"  # the picker shows the layer just made
     user.key("Z", control=True)
     assert not widget.labels_layer.data.any()
     assert "accepted label 1" not in widget.status and "undid" in widget.status

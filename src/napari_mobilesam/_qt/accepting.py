@@ -77,11 +77,11 @@ class Acceptor:
         edited = state.editing
         widget.prompts.clear()
         if edited is not None:
-            state.set_message(f"{plane.describe()}: label {edited} replaced in {labels.name!r}")
+            state.set_message(f"label {edited} replaced in {labels.name!r}")
         elif ids:
-            state.set_message(f"{plane.describe()}: accepted {_ids_text(ids)} into {labels.name!r}")
+            state.set_message(f"accepted {_ids_text(ids)} into {labels.name!r}")
         else:
-            state.set_message(f"{plane.describe()}: nothing painted (the mask covers only existing labels)")
+            state.set_message("nothing painted: the mask covers only existing labels")
             show_info("MobileSAM: the mask covers only existing labels; nothing painted (tick 'Overwrite').")
         return ids
 

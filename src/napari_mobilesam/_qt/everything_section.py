@@ -39,6 +39,17 @@ from .params_form import ParamsForm
 from .stack_command import RUNS, StackRun, guarded
 
 SAMPLERS = [("Point grid (SAM)", "grid"), ("Box proposals (MobileSAMv2)", "boxes")]
+FORM_LABELS = {
+    "sampler": "Sampler",
+    "points_per_side": "Points per side",
+    "points_per_batch": "Points per batch",
+    "pred_iou_thresh": "Predicted IoU >",
+    "stability_score_thresh": "Stability ≥",
+    "stability_score_offset": "Stability offset",
+    "box_nms_thresh": "Box NMS IoU",
+    "min_mask_region_area": "Min. region (px)",
+    "boxes_per_batch": "Boxes per batch",
+}
 ADVANCED = (
     "pred_iou_thresh",
     "stability_score_thresh",
@@ -91,7 +102,7 @@ class EverythingSection(QGroupBox):
         self.form = ParamsForm(
             EverythingParams,
             advanced=ADVANCED,
-            labels={"points_per_side": "Points per side", "sampler": "Sampler"},
+            labels=FORM_LABELS,
             choices={"sampler": SAMPLERS},
         )
         self.this_slice = QPushButton("This slice")
@@ -299,6 +310,11 @@ class EverythingSection(QGroupBox):
     def busy_here(self) -> bool:
         """Whether work started from this section (not from the menu) is running."""
         return self._slice_worker is not None or any(run.busy for run in self._own_runs)
+
+    def on_image_changed(self) -> None:
+        """Another image: the last result's words were about the previous one (a run keeps its own status)."""
+        if not self.busy:
+            self.status.setText("")
 
     def close_section(self) -> None:
         """The widget closes: stop listening, cancel what was started here (a menu run goes on)."""

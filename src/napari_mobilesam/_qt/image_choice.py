@@ -46,6 +46,7 @@ class ImageChoice:
         widget.image_layers.unwire()
         widget.decoder.cancel_waiting()
         widget.prefetcher.stop()
+        widget.everything_section.on_image_changed()
         if layer is None:
             widget.state = None
             widget.encoder.request(None)

@@ -115,6 +115,8 @@ class PromptLoop:
             if state is not None and source is not None:
                 kind = "points" if source is state.points else "boxes"
                 self.prompt_order.extend([kind] * max(1, len(getattr(event, "data_indices", ()) or ())))
+                if kind == "points":  # a right click made this point negative: the next one is the default again
+                    prompt_layers.set_default_polarity(source, self.widget.default_positive)
         self.schedule()
 
     def schedule(self, touch: bool = True) -> None:

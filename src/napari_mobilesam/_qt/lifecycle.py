@@ -111,7 +111,7 @@ class Lifecycle(QObject):
             window.removeEventFilter(self)
         self.widget.removeEventFilter(self)
 
-    def wait_for_workers(self, timeout: float = 3.0) -> None:
+    def wait_for_workers(self, timeout: float = 10.0) -> None:
         """Let the workers told to stop finish, so none outlives napari's window (they stop within a stage)."""
         widget = self.widget
         deadline = time.monotonic() + timeout

@@ -8,6 +8,7 @@ connects them. Other sections (e.g. "Segment everything") are added with
 from __future__ import annotations
 
 from napari.layers import Image, Labels, Points, Shapes
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -98,13 +99,14 @@ class PromptSection(QGroupBox):
 
 
 class StatusLabel(QLabel):
-    """The status: always :data:`~napari_mobilesam.interactive.status.STATUS_LINES` lines high, so nothing jumps."""
+    """The status: a fixed height (room for its lines, some of them wrapped), so nothing below it ever jumps."""
 
     def __init__(self, parent=None) -> None:
         super().__init__("", parent)
-        self.setWordWrap(False)
+        self.setWordWrap(True)
+        self.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        self.setFixedHeight(self.fontMetrics().lineSpacing() * STATUS_LINES + 4)
+        self.setFixedHeight(self.fontMetrics().lineSpacing() * (STATUS_LINES + 3) + 4)
 
     def show_lines(self, lines: list[str]) -> None:
         self.setText("\n".join(lines))

@@ -41,8 +41,8 @@ class StatusView:
         """Which slices of a stack hold accepted labels or prompts, so the user finds their work again."""
         widget = self.widget
         state = widget.state
-        if state is None or state.plane is None:
-            return ""
+        if state is None or state.plane is None or all(step is None for step in state.plane.steps):
+            return ""  # a 2D image: everything is on the plane shown
         steps = state.plane.steps
         labels = []
         data = None if state.labels is None or state.labels not in widget.viewer.layers else state.labels.data

@@ -42,14 +42,9 @@ from .stack_command import RUNS
 from .status_view import StatusView
 from .tools import Tools
 
-TIMERS = {
-    "start": 0,  # the first image is picked on the next turn: a script can call set_model() before any encode
-    "predict": 0,  # the end of the event-loop turn: merges the bursts of events one click or drag emits
-    "view": 20,
-    "contrast": 300,  # dragging the contrast slider: encode once it rests
-    "prefetch": 500,
-    "work": 200,  # which slices hold labels or prompts, once edits rest
-}
+# start: the first image is picked later (a script may call set_model() first); predict: at the end of the
+# event-loop turn (merges the bursts of events one click emits); contrast: once the slider rests.
+TIMERS = {"start": 0, "predict": 0, "view": 20, "contrast": 300, "prefetch": 500, "work": 200}
 
 
 class MobileSAMWidget(QWidget):
@@ -369,6 +364,8 @@ class MobileSAMWidget(QWidget):
     def on_state_changed(self, what: str) -> None:
         if what in ("result", "plane") and self.state is not None:
             self.prompts.show(self.state)
+        if what == "layers":  # e.g. the labels layer the first accept made: the pickers show it
+            self.choice.show_pickers()
         if what in ("layers", "plane", "message", "result"):
             self.timers["work"].start()
         self.render()

@@ -29,14 +29,15 @@ def status_lines(
         lines.append("No image: open one (File › Open, or File › Open Sample › napari-mobilesam).")
         lines.append("")
     else:
+        # The image's name is in the picker just above: the line says where on it, and its embedding.
         where = state.plane.describe() if state.plane is not None else ""
         if state.plane_problem:
-            lines.append(f"{state.image.name}: {state.plane_problem}")
+            lines.append(state.plane_problem)
         else:
-            lines.append(f"{state.image.name} · {where}: {state.embedding_text}".rstrip(": "))
+            lines.append(f"{where}: {state.embedding_text}".strip(": "))
         lines.append(_result_line(state))
     negative = "negative" if default_positive else "positive"
-    hint = f"left click: {'positive' if default_positive else 'negative'} point · right/Alt click: {negative}"
+    hint = f"click: {'positive' if default_positive else 'negative'} · right/Alt+click: {negative}"
     lines.append(f"{hint} · {work_text}" if work_text else hint)
     return lines
 
