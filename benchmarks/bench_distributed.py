@@ -35,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import recipe_weights_file  # noqa: E402
 
 
 def run_config(image, output: Path, job, workers: int | None) -> dict:
@@ -77,10 +78,7 @@ def main() -> None:
         tmp = Path(tmp)
         weights = args.weights
         if weights is None:
-            sys.path.insert(0, str(ROOT / "tests"))
-            from recipe import save_recipe_weights
-
-            weights = save_recipe_weights(tmp)
+            weights = recipe_weights_file(tmp)
         count = max(1, args.slices * args.size * args.size // 40_000)
         stack, _ = synthetic_nuclei((args.slices, args.size, args.size), n_nuclei=count)
         import tifffile

@@ -24,7 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, recipe_weights_file, reference_python  # noqa: E402
+
 WORKER = ROOT / "benchmarks" / "everything_worker.py"
 
 
@@ -48,20 +50,21 @@ def run(python: str, impl: str, sampler: str, weights: Path, threads: int, every
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official-python", default=os.environ.get("OFFICIAL_PYTHON", "../venv_official/bin/python"))
+    parser.add_argument(
+        "--official-python",
+        default=None,
+        help="the official venv's python (default: OFFICIAL_PYTHON or ../venv_official)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--official-runs", type=int, default=1)
     parser.add_argument("--our-runs", type=int, default=2)
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT / "tests"))
-
-    from recipe import save_recipe_weights
-
     with tempfile.TemporaryDirectory() as tmp:
-        weights = save_recipe_weights(tmp)
+        weights = recipe_weights_file(tmp)
         official = [
-            run(args.official_python, "official", "grid", weights, args.threads) for _ in range(args.official_runs)
+            run(reference_python("official", args.official_python), "official", "grid", weights, args.threads)
+            for _ in range(args.official_runs)
         ]
         print(f"official grid: {[round(r['seconds'], 1) for r in official]} s", flush=True)
         ours = {}

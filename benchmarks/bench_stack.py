@@ -49,7 +49,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, recipe_weights_file  # noqa: E402
+
 DATA = ROOT / "tests" / "data"
 
 
@@ -111,20 +113,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (on a busy machine 1 can be faster)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
-
-    sys.path.insert(0, str(ROOT / "tests"))
     import torch
 
     from napari_mobilesam import load_model
     from napari_mobilesam.cache.embedding_cache import EmbeddingCache
     from napari_mobilesam.engine.preprocessing import to_uint8_rgb
     from napari_mobilesam.segment.box_proposals import ForegroundBoxProposer
-    from recipe import save_recipe_weights
 
     torch.set_num_threads(args.threads)
     stack = make_stack(args.source, args.slices, args.size)
     with tempfile.TemporaryDirectory() as folder:  # loaded as users load weights (engine settings included)
-        model = load_model(save_recipe_weights(folder), device="cpu")
+        model = load_model(recipe_weights_file(folder), device="cpu")
     boxes = [len(ForegroundBoxProposer()(to_uint8_rgb(plane))) for plane in stack]
 
     runs = {}
