@@ -81,22 +81,26 @@ class ImageLayers:
     def _insert_above(self, layer, below) -> None:
         """Add ``layer`` just above the highest of ``below`` (the image, its helpers), the selection kept."""
         layers = self.viewer.layers
-        active = layers.selection.active
         present = [layers.index(other) for other in below if other is not None and other in layers]
-        index = max(present) + 1 if present else len(layers)
+        self._insert(layer, max(present) + 1 if present else len(layers))
+
+    def _insert_below(self, layer, above) -> None:
+        """Add ``layer`` just below the lowest of ``above`` (the helpers it goes under), the selection kept."""
+        layers = self.viewer.layers
+        present = [layers.index(other) for other in above if other is not None and other in layers]
+        self._insert(layer, min(present, default=len(layers)))
+
+    def _insert(self, layer, index: int) -> None:
+        # napari selects a layer it inserts: a click must go on prompting, so the selection is put back.
+        layers = self.viewer.layers
+        active = layers.selection.active
         layers.insert(index, layer)
         if active is not None and active in layers:
             layers.selection.active = active
 
     def add_preview(self, state: ImageState, layer) -> None:
         """Insert ``state``'s preview layer below its prompt layers, the selection kept."""
-        layers = self.viewer.layers
-        below = [lay for lay in (state.points, state.boxes) if lay is not None and lay in layers]
-        index = min((layers.index(lay) for lay in below), default=len(layers))
-        active = layers.selection.active
-        layers.insert(index, layer)
-        if active is not None and active in layers:
-            layers.selection.active = active
+        self._insert_below(layer, (state.points, state.boxes))
         state.set_layers(preview=layer)
 
     def remove_helpers(self, state: ImageState, only_empty: bool) -> None:
@@ -136,13 +140,7 @@ class ImageLayers:
             self.check_labels_fit(state.labels, state.image)
             return state.labels
         labels = labels_output.new_labels_layer(state.image)
-        layers = self.viewer.layers
-        helpers = [lay for lay in (state.preview, state.points, state.boxes) if lay is not None and lay in layers]
-        index = min((layers.index(lay) for lay in helpers), default=len(layers))
-        active = layers.selection.active
-        layers.insert(index, labels)
-        if active is not None and active in layers:
-            layers.selection.active = active
+        self._insert_below(labels, (state.preview, state.points, state.boxes))
         state.set_layers(labels=labels)
         return labels
 
