@@ -91,11 +91,19 @@ class ImageLayers:
         self._insert(layer, min(present, default=len(layers)))
 
     def _insert(self, layer, index: int) -> None:
-        # napari selects a layer it inserts: a click must go on prompting, so the selection is put back.
+        # napari selects a layer it inserts, and builds that layer's controls: a click must go on prompting,
+        # so the selection stays as it is (napari's list has a switch for that; where it has not, it is put back).
         layers = self.viewer.layers
         active = layers.selection.active
-        layers.insert(index, layer)
-        if active is not None and active in layers:
+        activates = getattr(layers, "_activate_on_insert", None)
+        if activates is not None:
+            layers._activate_on_insert = False
+        try:
+            layers.insert(index, layer)
+        finally:
+            if activates is not None:
+                layers._activate_on_insert = activates
+        if active is not None and active in layers and layers.selection.active is not active:
             layers.selection.active = active
 
     def add_preview(self, state: ImageState, layer) -> None:
