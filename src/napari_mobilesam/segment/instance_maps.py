@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from ..engine.embedding import ImageEmbedding
 from ..errors import MobileSAMError
+from ..model.instance_decoder import InstanceDecoder
+from ..model.instance_decoder_inference import InstanceDecoderInference
 
 
 def microsam_rgb(image) -> np.ndarray:
@@ -77,6 +79,9 @@ def instance_maps(embedding: ImageEmbedding, decoder: torch.nn.Module) -> np.nda
     input_height, input_width = embedding.input_size
     with torch.inference_mode():
         features = torch.from_numpy(embedding.features).to(device)[None]
-        maps = decoder(features)[..., :input_height, :input_width]
+        if isinstance(decoder, InstanceDecoder):
+            maps = InstanceDecoderInference.for_decoder(decoder)(features, embedding.input_size)
+        else:
+            maps = decoder(features)[..., :input_height, :input_width]
         maps = F.interpolate(maps, embedding.original_size, mode="bilinear", align_corners=False)
     return maps[0].float().cpu().numpy()
