@@ -7,9 +7,9 @@ index clamped at the ends), so output pixel ``2i + p`` of the conv reads
 ``y[i-1], y[i], y[i+1]`` only, with weights that depend on its phase ``p``:
 the conv of the upsample is a 3x3 conv of ``y`` with four kernels (one per
 phase pair), whose outputs interleave (``pixel_shuffle``). The clamp is a
-replicate padding of ``y``; only the conv's zero padding differs from it, on
-the outermost rows and columns of the output, which are recomputed directly
-from a two-pixel strip of the upsample.
+replicate padding of ``y``; only the conv's zero padding differs from it: on
+the outermost rows and columns of the output, the share of that ring of
+replicated values is subtracted again (a one-row conv per side).
 
 Same arithmetic up to rounding. What it buys:
 
@@ -85,7 +85,7 @@ def upsampled_conv3x3(
     """``conv3x3(upsample_x2(pre(y)))`` (zero padding; bilinear, ``align_corners=False``) at ``y``'s resolution.
 
     Args:
-        y: ``(B, C, h, w)``, ``h, w >= 2``.
+        y: ``(B, C, h, w)``.
         weight, bias: the 3x3 conv, ``(O, M, 3, 3)`` and ``(O,)``.
         phases: :func:`phase_kernels` of the same weights (cached by the caller).
         pre_weight, pre_bias: the optional 1x1 conv ``pre``, ``(M, C, 1, 1)`` and ``(M,)``.
@@ -97,33 +97,30 @@ def upsampled_conv3x3(
         without copying, for writing it into an image (or ``.reshape`` copies it).
     """
     height, width = y.shape[-2:]
-    if height < 2 or width < 2:
-        raise ValueError(f"upsampled_conv3x3 needs a map of at least 2x2 pixels, got {height}x{width}.")
     phase_weight, phase_bias = phases
     out = conv3x3(F.pad(y, (1, 1, 1, 1), mode="replicate"), phase_weight, phase_bias, 0, winograd)
     out = out.view(y.shape[0], -1, 2, 2, height, width)
     image = as_image(out)
-    # The outermost rows and columns saw the replicated border where the conv pads with zeros: redo them
-    # from a two-row (two-column) strip of the upsample, which the strip's two low-res rows determine.
+    # The phases read a ring of replicated upsample values around the image where the conv reads zero
+    # padding: subtract the ring's share from the outermost rows and columns. On the top and bottom
+    # rows that is the kernel's first (last) row on the image's first (last) row, replicated one pixel
+    # sideways (the corners); on the left and right columns, the kernel's first (last) column on the
+    # image's first (last) column, the corners excluded (zero padding) as the rows already took them.
     # In the (h, 2, w, 2) view, row 0 is [i = 0, p = 0], the last row [i = h - 1, p = 1], and so on.
-    rows, cols = (4, 2 * width), (2 * height, 4)
-    edges = (
-        (y[..., :2, :], rows, (slice(0, 2), slice(None)), (slice(0, 1), slice(None)), (0, 0, slice(None), slice(None))),
-        (
-            y[..., -2:, :],
-            rows,
-            (slice(2, 4), slice(None)),
-            (slice(1, 2), slice(None)),
-            (-1, 1, slice(None), slice(None)),
-        ),
-        (y[..., :2], cols, (slice(None), slice(0, 2)), (slice(None), slice(0, 1)), (slice(None), slice(None), 0, 0)),
-        (y[..., -2:], cols, (slice(None), slice(2, 4)), (slice(None), slice(1, 2)), (slice(None), slice(None), -1, 1)),
+    rows = (2 * height, 2 * width)
+    top = F.pad(_upsample(y[..., :1, :], pre_weight, pre_bias, (1, rows[1])), (1, 1, 0, 0), mode="replicate")
+    bottom = F.pad(_upsample(y[..., -1:, :], pre_weight, pre_bias, (1, rows[1])), (1, 1, 0, 0), mode="replicate")
+    left = _upsample(y[..., :1], pre_weight, pre_bias, (rows[0], 1))
+    right = _upsample(y[..., -1:], pre_weight, pre_bias, (rows[0], 1))
+    ring = (
+        (F.conv2d(top, weight[..., :1, :]), (0, 0, slice(None), slice(None))),
+        (F.conv2d(bottom, weight[..., 2:, :]), (-1, 1, slice(None), slice(None))),
+        (F.conv2d(left, weight[..., :1], padding=(1, 0)), (slice(None), slice(None), 0, 0)),
+        (F.conv2d(right, weight[..., 2:], padding=(1, 0)), (slice(None), slice(None), -1, 1)),
     )
-    for strip, size, keep, edge, target in edges:
-        upsampled = _upsample(strip, pre_weight, pre_bias, size)[(..., *keep)]
-        exact = F.conv2d(upsampled, weight, bias, padding=1)[(..., *edge)]
+    for share, target in ring:
         destination = image[(slice(None), slice(None), *target)]
-        destination.copy_(exact.reshape(destination.shape))
+        destination.sub_(share.reshape(destination.shape))
     return out
 
 
