@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_engine import Worker as EngineWorker
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "benchmarks" / "instance_worker.py"
@@ -51,8 +52,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 SIDES = ("microsam", "ours")
 
 
-class Worker:
-    """One implementation, loaded once in its own process, timing jobs on request."""
+class Worker(EngineWorker):
+    """One implementation, loaded once in its own process, timing jobs on request (bench_engine's protocol)."""
 
     def __init__(self, python: str, impl: str, weights: Path, decoder: Path, threads: int, maps_out: Path) -> None:
         maps_out.mkdir()
@@ -63,22 +64,10 @@ class Worker:
         self.info = self._read()
         self.maps_out = maps_out
 
-    def _read(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark worker exited with {self.process.wait()}")
-        return json.loads(line)
-
     def ask(self, command: str) -> dict:
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
         return self._read()
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.close()
-            self.process.wait()
 
 
 def load_average() -> str:
