@@ -2,12 +2,14 @@
 
 :class:`~napari_mobilesam.model.instance_decoder.InstanceDecoder` is micro-sam's
 UNETR head layer by layer (and what training would use). Inference on one
-image runs the same arithmetic in another order (profile on 2 cores before:
-20 s, of which the convs at 1024 px ~7 s, the other convs ~7 s, norms,
-concatenations and upsamples ~3 s):
+image runs the same arithmetic in another order. Profile of one 1024 px frame
+on 2 busy cores, module against this (both in one process): 20.6 s against
+9.5 s; the 3x3 convs at 1024 px 6.9 s against 3.1 s, the other convs ~9 s
+against ~3 s, norms, concatenations, copies and upsamples ~3 s against ~1.5 s:
 
 - **Winograd** 3x3 convs (NNPACK's F(6x6, 3x3), :mod:`.winograd_conv`):
-  5x fewer multiplications, about 2x faster convs in practice.
+  5x fewer multiplications, about 2x faster convs in practice (least at
+  64 channels and 1024 px, where they stay ~35 % of the time).
 - **Norms folded into the convs** (:mod:`.normalized_conv`): an instance norm
   is a per-channel scale and shift of the conv's input; its statistics are
   one pass over the map, and the normalised map is never written.
