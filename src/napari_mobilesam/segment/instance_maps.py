@@ -23,6 +23,8 @@ import torch.nn.functional as F
 
 from ..engine.embedding import ImageEmbedding
 from ..errors import MobileSAMError
+from ..model.instance_decoder import InstanceDecoder
+from ..model.instance_decoder_inference import InstanceDecoderInference
 
 
 def microsam_rgb(image) -> np.ndarray:
@@ -63,7 +65,8 @@ def instance_maps(embedding: ImageEmbedding, decoder: torch.nn.Module) -> np.nda
         embedding: the image's :class:`~napari_mobilesam.engine.embedding.ImageEmbedding`
             (for micro-sam's exact maps, of :func:`microsam_rgb` of the image).
         decoder: an :class:`~napari_mobilesam.model.instance_decoder.InstanceDecoder`
-            (it runs on its own device).
+            (it runs on its own device; on the CPU through
+            :class:`~napari_mobilesam.model.instance_decoder_inference.InstanceDecoderInference`).
 
     Returns:
         ``(3, H, W)`` float32 in 0..1, ``(H, W)`` = ``embedding.original_size``:
@@ -77,6 +80,11 @@ def instance_maps(embedding: ImageEmbedding, decoder: torch.nn.Module) -> np.nda
     input_height, input_width = embedding.input_size
     with torch.inference_mode():
         features = torch.from_numpy(embedding.features).to(device)[None]
-        maps = decoder(features)[..., :input_height, :input_width]
+        if isinstance(decoder, InstanceDecoder) and device.type == "cpu":
+            # The same maps, restructured for a CPU (Winograd convs, folded norms, phase kernels);
+            # a GPU runs the module's own forward (the restructuring is made and tested for CPUs).
+            maps = InstanceDecoderInference.for_decoder(decoder)(features, embedding.input_size)
+        else:
+            maps = decoder(features)[..., :input_height, :input_width]
         maps = F.interpolate(maps, embedding.original_size, mode="bilinear", align_corners=False)
     return maps[0].float().cpu().numpy()
