@@ -10,17 +10,9 @@ import numpy as np
 import pytest
 
 from support.gui import User, needs_display, open_widget, wait_idle
-from support.instance_stand_in import StandInDecoder, with_decoder
+from support.instance_stand_in import StandInDecoder, blobs, with_decoder
 
 pytestmark = needs_display
-
-
-def blobs(shape, seed=0):
-    rng = np.random.default_rng(seed)
-    image = rng.normal(300, 40, shape).clip(0).astype(np.uint16)
-    image[..., 8:28, 10:34] += 2500
-    image[..., 36:54, 40:60] += 1800
-    return image
 
 
 @pytest.fixture

@@ -16,20 +16,12 @@ from napari_mobilesam.segment.linking import relabel_in_order
 from napari_mobilesam.segment.params import EverythingParams, sampler_settings, settings_for_model
 from napari_mobilesam.segment.stack import segment_slice
 from support.ais_reference import our_embedding_and_maps, recipe_instance_decoder, reference
-from support.instance_stand_in import StandInDecoder, with_decoder
+from support.instance_stand_in import StandInDecoder, blobs, with_decoder
 
 
 @pytest.fixture(scope="module")
 def stand_in_model(recipe_model):
     return with_decoder(recipe_model, StandInDecoder())
-
-
-def blobs(shape, seed=0):
-    rng = np.random.default_rng(seed)
-    image = rng.normal(300, 40, shape).clip(0).astype(np.uint16)
-    image[..., 8:28, 10:34] += 2500
-    image[..., 36:54, 40:60] += 1800
-    return image
 
 
 # -- settings ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,3 +43,12 @@ def with_decoder(model, decoder, *, model_name: str = "vit_t_lm", normalization:
 
     carrier = copy.copy(model)
     return attach_instance_decoder(carrier, decoder, model_name=model_name, normalization=normalization)
+
+
+def blobs(shape, seed: int = 0) -> np.ndarray:
+    """A small uint16 image (or stack) with two bright rectangles on noise."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(300, 40, shape).clip(0).astype(np.uint16)
+    image[..., 8:28, 10:34] += 2500
+    image[..., 36:54, 40:60] += 1800
+    return image

@@ -185,24 +185,19 @@ class EmbeddingCache:
         slices called ``image_id`` (``None``: a store of its own). Returns
         ``(embedding, source)`` with ``source`` ``"memory"``, ``"disk"`` or ``"computed"``.
         """
-        slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
-        check_image_size(image_slice)  # a plane too large to segment is refused before it is read
-        pixels = np.asarray(image_slice)  # a dask or zarr slice is read once
-        key = self.slice_key(pixels, predictor.model, contrast_limits)
-        embedding, source = self._embedding(key, predictor, pixels, contrast_limits, image_id, slice_index, n_slices)
-        return embedding, source
+        slot = _check_slot(image_id, slice_index, n_slices)
+        key, pixels = self._read(image_slice, predictor, contrast_limits)
+        return self._embedding(key, predictor, pixels, contrast_limits, image_id, *slot)
 
-    def embedding_and_maps(
-        self,
-        predictor,
-        image_slice,
-        *,
-        contrast_limits: tuple[float, float] | None = None,
-        image_id: str | None = None,
-        slice_index: int = 0,
-        n_slices: int = 1,
-    ) -> tuple[ImageEmbedding, np.ndarray, str]:
-        """The embedding of one 2D slice (as :meth:`embedding`) and the instance maps of its model's decoder.
+    def _read(self, image_slice, predictor, contrast_limits) -> tuple[str, np.ndarray]:
+        """``(key, pixels)`` of a slice: its size checked before it is read, then read once (a dask or zarr slice)."""
+        check_image_size(image_slice)
+        pixels = np.asarray(image_slice)
+        return self.slice_key(pixels, predictor.model, contrast_limits), pixels
+
+    def embedding_and_maps(self, predictor, image_slice, **where) -> tuple[ImageEmbedding, np.ndarray, str]:
+        """The embedding of one 2D slice (as :meth:`embedding`, with its keywords ``contrast_limits``,
+        ``image_id``, ``slice_index`` and ``n_slices``) and the instance maps of its model's decoder.
 
         The maps (``(3, H, W)`` float32, :func:`~napari_mobilesam.segment.instance_maps.instance_maps`
         of ``predictor.model.instance_decoder``) are kept beside the embedding, in
@@ -213,10 +208,11 @@ class EmbeddingCache:
         from ..segment.instance_everything import instance_decoder_of
 
         decoder = instance_decoder_of(predictor.model, "ais")
-        slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
-        check_image_size(image_slice)
-        pixels = np.asarray(image_slice)
-        key = self.slice_key(pixels, predictor.model, contrast_limits)
+        contrast_limits, image_id = where.pop("contrast_limits", None), where.pop("image_id", None)
+        slice_index, n_slices = _check_slot(image_id, where.pop("slice_index", 0), where.pop("n_slices", 1))
+        if where:
+            raise TypeError(f"embedding_and_maps() got unexpected keyword arguments {sorted(where)}")
+        key, pixels = self._read(image_slice, predictor, contrast_limits)
         embedding, source = self._embedding(key, predictor, pixels, contrast_limits, image_id, slice_index, n_slices)
         store = self._store_path(key, image_id)
         maps = self.maps.maps(key, embedding, decoder, store, 0 if image_id is None else slice_index, n_slices)

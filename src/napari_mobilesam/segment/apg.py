@@ -49,6 +49,7 @@ from .apg_prompts import extended_boxes, point_prompts
 from .instance_params import APGParams
 from .instance_watershed import check_maps
 from .nms import masks_to_boxes
+from .steps import run_steps
 
 Decoder = Callable[[Prompts, bool], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[[int, int], None]
@@ -207,14 +208,7 @@ def segment_apg(
     params = params if params is not None else APGParams.from_kwargs(**kwargs)
     if (predictor is None) == (decoder is None):
         raise MobileSAMError("APG decodes with a predictor or a stand-in decoder: pass exactly one of them.")
-    steps = apg_steps(embedding, maps, predictor, decoder=decoder, params=params)
-    while True:
-        try:
-            done, total = next(steps)
-        except StopIteration as finished:
-            return finished.value
-        if progress is not None:
-            progress(done, total)
+    return run_steps(apg_steps(embedding, maps, predictor, decoder=decoder, params=params), progress)
 
 
 def apg_steps(

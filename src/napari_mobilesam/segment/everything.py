@@ -69,6 +69,7 @@ from .prompt_sampling import (
     point_prompts,
     prompt_batches,
 )
+from .steps import run_steps
 
 Decoder = Callable[[Prompts, bool], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[[int, int], None]
@@ -150,13 +151,7 @@ class EverythingSegmenter:
     ):
         """Run :meth:`steps` to the end and return the ``(H, W)`` int32 labels."""
         steps = self.steps(image_or_embedding, image=image, contrast_limits=contrast_limits, maps=maps)
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as finished:
-                return finished.value
-            if progress is not None:
-                progress(done, total)
+        return run_steps(steps, progress)
 
     def steps(
         self, image_or_embedding, *, image=None, contrast_limits=None, maps=None

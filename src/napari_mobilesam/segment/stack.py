@@ -118,12 +118,9 @@ def segment_slice_steps(
 
 def segment_slice(plane: np.ndarray, **kwargs) -> tuple[np.ndarray, str]:
     """:func:`segment_slice_steps` run to its end: ``(labels (Y, X) int32 1..n, embedding source)``."""
-    steps = segment_slice_steps(plane, **kwargs)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as finished:
-            return finished.value
+    from .steps import run_steps
+
+    return run_steps(segment_slice_steps(plane, **kwargs))
 
 
 @dataclass(frozen=True)
