@@ -158,7 +158,7 @@ def test_local_files_need_no_download(tmp_path, contents, monkeypatch):
     (tmp_path / "decoder.pt").write_bytes(contents["vit_t_decoder.pt"])
     model = load_model(tmp_path / "sam.pt", "cpu", model="vit_t_em_organelles", decoder=tmp_path / "decoder.pt")
     assert model.model_name == "vit_t_em_organelles" and model.instance_decoder is not None
-    with pytest.raises(MobileSAMError, match="--decoder .*missing.pt: it does not exist"):
+    with pytest.raises(MobileSAMError, match="--decoder: .*missing.pt does not exist"):
         resolve_model_files("vit_t_lm", tmp_path / "sam.pt", tmp_path / "missing.pt")
 
 

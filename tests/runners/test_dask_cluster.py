@@ -155,7 +155,9 @@ def test_ais_on_the_cluster_equals_this_process(work, cluster, tmp_path):
 
     torch = pytest.importorskip("torch")
     torch.save(recipe_decoder_state_dict(0), tmp_path / "decoder.pt")
-    args = ["--model", "vit_t_lm", "--decoder", tmp_path / "decoder.pt", "--sampler", "ais", "--min-size", "3"]
+    # Permissive thresholds: the recipe decoder's maps then seed objects on this small image.
+    args = ["--model", "vit_t_lm", "--decoder", tmp_path / "decoder.pt", "--sampler", "ais", "--min-size", "3",
+            "--center-distance-threshold", "1", "--boundary-distance-threshold", "1", "--foreground-threshold", "0"]
     run(work, "segment", "image.tif", "-o", tmp_path / "here.tif", "--weights", work["weights"], *args, "-q")
     run(work, "segment", "image.tif", "-o", tmp_path / "there.tif", "--weights", work["weights"], *args, "-q",
         "--scheduler", cluster["address"])

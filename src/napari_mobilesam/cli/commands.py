@@ -280,19 +280,20 @@ def _checked_model(args, sampler: str = "grid") -> _Model:
 def _announce_downloads(args, spec) -> None:
     import logging
 
-    from ..engine.weights import file_status
+    from ..engine.weights import file_label, file_status
 
     if args.weights is not None:
         return
-    files = [spec.sam] + ([spec.decoder] if spec.decoder and args.decoder is None else [])
-    missing = [file for file in files if not file_status(file)["cache_present"]]
+    files = [("weights", spec.sam)] + ([("decoder", spec.decoder)] if spec.decoder and args.decoder is None else [])
     if spec.sam.path_env and os.environ.get(spec.sam.path_env, "").strip():
-        missing = [file for file in missing if file is not spec.sam]
-    for file in missing:
-        logging.getLogger("pooch").setLevel(logging.WARNING)  # our line instead of pooch's
+        files = files[1:]  # the weights come from that file
+    for kind, file in files:
         status = file_status(file)
+        if status["cache_present"]:
+            continue
+        logging.getLogger("pooch").setLevel(logging.WARNING)  # our line instead of pooch's
         size = f"{file.size / 1e6:.0f} MB, " if file.size else ""
-        _say(args, f"Downloading {spec.name}'s {file.filename} ({size}once) from {status['url']} to {status['cache_path']}")
+        _say(args, f"Downloading {file_label(spec, kind)} ({size}once) from {status['url']} to {status['cache_path']}")
 
 
 def _say(args, message: str) -> None:

@@ -100,13 +100,20 @@ def _sam_path(spec: ModelSpec, checkpoint) -> Path:
                 f"it to use the official weights (downloaded once to {cached_path(file)})."
             )
         return path
-    return _fetch(file, f"the {spec.name} weights" if spec.decoder else "the MobileSAM weights")
+    return _fetch(file, file_label(spec, "weights"))
 
 
 def _decoder_path(spec: ModelSpec, decoder) -> Path | None:
     if decoder is not None:
         return Path(decoder).expanduser()
-    return None if spec.decoder is None else _fetch(spec.decoder, f"the {spec.name} instance decoder")
+    return None if spec.decoder is None else _fetch(spec.decoder, file_label(spec, "decoder"))
+
+
+def file_label(spec: ModelSpec, kind: str) -> str:
+    """How messages name a model's ``"weights"`` or ``"decoder"`` file: ``"the MobileSAM weights"``, ..."""
+    if kind == "decoder":
+        return f"the {spec.name} instance decoder"
+    return f"the {spec.name} weights" if spec.has_decoder else "the MobileSAM weights"
 
 
 def load_model(
@@ -246,7 +253,7 @@ def _existing(path: str | os.PathLike, option: str, what: str) -> Path:
     path = Path(path).expanduser().absolute()
     if not path.is_file():
         state = "is a folder" if path.is_dir() else "does not exist"
-        raise MobileSAMError(f"{option} {path}: it {state}. Give the path of {what}.")
+        raise MobileSAMError(f"{option}: {path} {state}. Give the path of {what}.")
     return path
 
 
