@@ -17,6 +17,7 @@ Nothing here imports torch until a model is loaded.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -122,9 +123,13 @@ class Session:
             return getattr(self._model, "model_name", None) or "custom"
         if self._model_name is not None:
             return self._model_name
-        from .model_registry import default_model_name
+        from ..errors import MobileSAMError
+        from .model_registry import MODEL_ENV, default_model_name
 
-        return default_model_name()
+        try:
+            return default_model_name()
+        except MobileSAMError:  # a bad NAPARI_MOBILESAM_MODEL: loading the model says so
+            return os.environ[MODEL_ENV].strip()
 
     @property
     def has_instance_decoder(self) -> bool:
