@@ -19,8 +19,9 @@ import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-# Fixtures shared across folders: the command line's work folder (``work``), the GUI's display and session.
-pytest_plugins = ["support.cli_runs", "support.gui"]
+# Fixtures shared across folders: the command line's work folder (``work``), the GUI's display and session,
+# the download tests' unreachable URL (``closed_port_url``).
+pytest_plugins = ["support.cli_runs", "support.gui", "support.file_server"]
 
 _TESTS = Path(__file__).parent
 _BY_PATH = {"_qt": "gui", "runners/test_dask_cluster.py": "dask", "model/test_parity.py": "parity", "cli": "slow"}

@@ -5,8 +5,8 @@ a doctest (``>>>``) or a literal block after ``Example::``/``Examples::``.
 They run in one namespace that stands in for a user's session: ``image``
 (128x160 uint16), ``zyx_stack`` (2x64x64), ``model``, a ``viewer`` whose
 ``layers["nuclei"]`` and ``layers["points"]`` hold those arrays, and
-``load_model()``/``download_weights()`` that return the recipe model and a
-file instead of downloading. To stay quick on a CPU, prompt grids are capped
+``load_model()``/``download_weights()`` that return the recipe model (with a
+stand-in instance decoder for micro-sam's models) and a file instead of downloading. To stay quick on a CPU, prompt grids are capped
 at 4x4 points; what an example computes is otherwise left as it is.
 """
 
@@ -100,7 +100,12 @@ def session(recipe_model, tmp_path, monkeypatch, request):
     weights_file = tmp_path / "mobile_sam.pt"
     weights_file.write_bytes(b"stand-in")
 
-    def fake_load_model(checkpoint=None, device=None):
+    def fake_load_model(checkpoint=None, device=None, *, model=None, decoder=None):
+        from napari_mobilesam.engine.model_registry import MODELS
+        from support.instance_stand_in import StandInDecoder, with_decoder
+
+        if model is not None and MODELS[model].has_decoder:  # micro-sam's models: the cheap stand-in decoder
+            return with_decoder(recipe_model, StandInDecoder(), model_name=model)
         return recipe_model
 
     def fake_download_weights(url=None, sha256=None, cache_dir=None):

@@ -89,3 +89,27 @@ def test_process_session_loads_a_model_once_per_weights_and_device(tmp_path, mon
     assert other_cache is not first and other_cache.model() is first.model()
     assert other_cache.cache.directory == tmp_path / "emb" and first.cache.directory is None
     assert session_module.model_loads() == 1
+
+
+def test_process_sessions_are_kept_per_model(monkeypatch, recipe_model):
+    """A dask worker running two models keeps one session (and model) for each; a switch loads by name."""
+    from napari_mobilesam.engine import weights
+
+    loaded = []
+
+    def fake_load(checkpoint=None, device=None, *, model=None, decoder=None):
+        loaded.append((checkpoint, model, decoder))
+        return recipe_model
+
+    monkeypatch.setattr(weights, "load_model", fake_load)
+    monkeypatch.setattr(session_module, "_SESSIONS", {})
+    monkeypatch.setattr(session_module, "_MODELS", {})
+    first = process_session("w.pt", "cpu", None, model_name="vit_t_lm", decoder="d.pt")
+    assert process_session("w.pt", "cpu", None, model_name="vit_t_lm", decoder="d.pt") is first
+    other = process_session("w.pt", "cpu", None, model_name="mobile_sam")
+    assert other is not first and loaded == [("w.pt", "vit_t_lm", "d.pt"), ("w.pt", "mobile_sam", None)]
+
+    session = Session(recipe_model, EmbeddingCache(directory=None))
+    assert session.model_name == "custom"
+    session.switch_model("vit_t_em_organelles")
+    assert loaded[-1] == (None, "vit_t_em_organelles", None) and session.loads == 1

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import threading
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from napari_mobilesam.engine import weights
+from napari_mobilesam.engine import downloads, weights
+from napari_mobilesam.engine.cache_folder import cache_dir
+from napari_mobilesam.engine.model_registry import MODELS
 from napari_mobilesam.engine.weights import (
     CACHE_ENV,
     OFFICIAL_SHA256,
@@ -21,7 +21,6 @@ from napari_mobilesam.engine.weights import (
     WEIGHTS_ENV,
     WEIGHTS_FILENAME,
     WEIGHTS_URL_ENV,
-    cache_dir,
     check_weights,
     download_weights,
     file_sha256,
@@ -31,6 +30,7 @@ from napari_mobilesam.engine.weights import (
 )
 from napari_mobilesam.errors import MobileSAMError
 from recipe import recipe_state_dict
+from support.file_server import FileServer
 
 PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 
@@ -63,57 +63,12 @@ def isolated_environment(monkeypatch, tmp_path) -> Path:
     return cache
 
 
-class FileServer:
-    """Serves ``files`` (URL path -> bytes) on 127.0.0.1 and records every request path."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.requests: list[str] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
-                server.requests.append(self.path)
-                body = server.files.get(self.path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format, *args) -> None:  # noqa: A002 - keep test output quiet
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
 def server(checkpoint):
     file_server = FileServer()
     file_server.files["/mobile_sam.pt"] = checkpoint.content
     yield file_server
     file_server.close()
-
-
-@pytest.fixture
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/mobile_sam.pt"
 
 
 def cached_file(cache: Path) -> Path:
@@ -323,8 +278,8 @@ def test_file_sha256_is_remembered_until_the_file_changes(tmp_path, monkeypatch)
     path = tmp_path / "data.bin"
     path.write_bytes(b"first")
     calls = []
-    real_hash = weights._hash_file
-    monkeypatch.setattr(weights, "_hash_file", lambda p: calls.append(p) or real_hash(p))
+    real_hash = downloads._hash_file
+    monkeypatch.setattr(downloads, "_hash_file", lambda p, algorithm="sha256": calls.append(p) or real_hash(p, algorithm))
 
     assert file_sha256(path) == hashlib.sha256(b"first").hexdigest()
     assert file_sha256(path) == hashlib.sha256(b"first").hexdigest()
@@ -374,7 +329,8 @@ def test_load_model_with_a_bad_weights_environment_variable(tmp_path, monkeypatc
 
 def test_load_model_downloads_when_nothing_is_given(server, checkpoint, monkeypatch, isolated_environment):
     monkeypatch.setenv(WEIGHTS_URL_ENV, server.url("/mobile_sam.pt"))
-    monkeypatch.setattr(weights, "OFFICIAL_SHA256", checkpoint.sha256)  # the recipe file stands in for the official
+    official = MODELS["mobile_sam"]  # the recipe file stands in for the official one
+    monkeypatch.setitem(MODELS, "mobile_sam", replace(official, sam=replace(official.sam, known_hash=f"sha256:{checkpoint.sha256}")))
     model = load_model(device="cpu")
     assert model.weights_path == str(cached_file(isolated_environment).resolve())
     assert model.weights_sha256 == checkpoint.sha256

@@ -147,3 +147,20 @@ def test_unreachable_scheduler(work, stack_file, tmp_path):
         env=env,
     )
     assert out.returncode == 1 and "Cannot reach the dask scheduler at tcp://127.0.0.1:9" in out.stderr
+
+
+def test_ais_on_the_cluster_equals_this_process(work, cluster, tmp_path):
+    """Workers load the named model with its decoder file; the maps this process filed serve them from the disk cache."""
+    from recipe import recipe_decoder_state_dict
+
+    torch = pytest.importorskip("torch")
+    torch.save(recipe_decoder_state_dict(0), tmp_path / "decoder.pt")
+    # Permissive thresholds: the recipe decoder's maps then seed objects on this small image.
+    args = ["--model", "vit_t_lm", "--decoder", tmp_path / "decoder.pt", "--sampler", "ais", "--min-size", "3",
+            "--center-distance-threshold", "1", "--boundary-distance-threshold", "1", "--foreground-threshold", "0"]
+    run(work, "segment", "image.tif", "-o", tmp_path / "here.tif", "--weights", work["weights"], *args, "-q")
+    run(work, "segment", "image.tif", "-o", tmp_path / "there.tif", "--weights", work["weights"], *args, "-q",
+        "--scheduler", cluster["address"])
+    here, there = tifffile.imread(tmp_path / "here.tif"), tifffile.imread(tmp_path / "there.tif")
+    np.testing.assert_array_equal(here, there)
+    assert there.max() > 0

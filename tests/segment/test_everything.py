@@ -17,8 +17,9 @@ import torch
 from napari_mobilesam import ImageEmbedding, MobileSAMError, Predictor
 from napari_mobilesam.engine.preprocessing import preprocess_shape
 from napari_mobilesam.engine.prompts import check_prompts
-from napari_mobilesam.segment.everything import EverythingParams, EverythingSegmenter, point_grid, segment_everything
+from napari_mobilesam.segment.everything import EverythingSegmenter, point_grid, segment_everything
 from napari_mobilesam.segment.label_image import paint_labels, remove_small_regions
+from napari_mobilesam.segment.params import EverythingParams
 from recipe import DATA
 from support.oracle import OracleDecoder, recovered_fraction
 

@@ -12,13 +12,15 @@ from .layer_plane import LayerPlane
 
 @dataclass(frozen=True, eq=False)
 class Encoded:
-    """An embedding for ``plane``; ``source``: "memory", "disk" or "computed"; ``seconds``: wall time."""
+    """An embedding for ``plane``; ``source``: "memory", "disk" or "computed"; ``seconds``: wall time;
+    ``model``: the model that encoded it (a result of a model switched away from meanwhile is stale)."""
 
     plane: LayerPlane
     embedding: object
     source: str
     seconds: float
     cache_text: str
+    model: object = None
 
 
 def encode_plane(session, plane: LayerPlane, should_stop=None) -> Encoded:
@@ -35,7 +37,7 @@ def encode_plane(session, plane: LayerPlane, should_stop=None) -> Encoded:
     with interruptible(should_stop or _never):
         _pixels, embedding, source = plane.embedding(session.cache, predictor)
     seconds = time.perf_counter() - start
-    return Encoded(plane, embedding, source, seconds, session.cache.describe())
+    return Encoded(plane, embedding, source, seconds, session.cache.describe(), predictor.model)
 
 
 def _never() -> bool:
@@ -122,6 +124,8 @@ class PlaneEncoder:
             if self._target is not None and self._running is not None and self._running.key == self._target.key:
                 self._target = None  # do not retry the same failure in a loop
                 self._on_error(result.error)
+        elif result.model is not None and result.model is not self._session().model():
+            self._running = None  # the model was switched while it encoded: encode the target again
         elif self._target is not None and result.plane.key == self._target.key:
             self._on_ready(result)
 

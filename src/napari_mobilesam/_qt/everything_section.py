@@ -12,7 +12,11 @@ from the menu shows here too, with its Cancel.
 The settings form is built with magicgui from
 :class:`~napari_mobilesam.segment.params.EverythingParams` (ranges and help from
 its fields): the sampler and grid size in sight, the thresholds under
-*Advanced*. Every change becomes the last-used settings
+*Advanced*. With a model that has micro-sam's instance decoder the samplers
+AIS and APG are offered too (AIS chosen when the model is), each with its form
+(:class:`~napari_mobilesam.segment.instance_params.WatershedParams`,
+:class:`~napari_mobilesam.segment.instance_params.APGParams`) showing the
+model's defaults. Every change becomes the last-used settings
 (:mod:`napari_mobilesam.interactive.settings`) that the menu command uses.
 """
 
@@ -29,8 +33,9 @@ from qtpy.QtWidgets import QApplication, QGridLayout, QGroupBox, QLabel, QPushBu
 
 from ..errors import MobileSAMError
 from ..interactive import planes as slicing
-from ..interactive.settings import last_used, remember
-from ..segment.params import EverythingParams
+from ..interactive.settings import instance_settings, last_used, remember, remember_instance
+from ..segment.instance_params import APGParams, WatershedParams
+from ..segment.params import INSTANCE_SAMPLERS, EverythingParams
 from . import labels_output
 from .encode_scheduler import Failed
 from .layer_plane import LayerPlane, current_plane
@@ -39,6 +44,14 @@ from .params_form import ParamsForm
 from .stack_command import RUNS, StackRun, guarded
 
 SAMPLERS = [("Point grid (SAM)", "grid"), ("Box proposals (MobileSAMv2)", "boxes")]
+# Offered when the model has micro-sam's instance decoder.
+INSTANCE_CHOICES = [("AIS: decoder maps, watershed (micro-sam)", "ais"), ("APG: prompts from the decoder (micro-sam)", "apg")]
+INSTANCE_FORMS = {
+    "ais": (WatershedParams, ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold",
+                              "foreground_smoothing", "distance_smoothing")),
+    "apg": (APGParams, ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold",
+                        "nms_threshold", "batch_size", "intersection_over_min")),
+}
 FORM_LABELS = {
     "sampler": "Sampler",
     "points_per_side": "Points per side",
@@ -61,19 +74,32 @@ ADVANCED = (
 )
 
 
-def everything_on_plane(session, plane: LayerPlane, settings: EverythingParams) -> Generator:
+def everything_on_plane(session, plane: LayerPlane, settings: EverythingParams, instance=None) -> Generator:
     """Worker generator: yields ``(steps done, steps in total)``, returns ``(H, W)`` int32 labels at full resolution.
 
-    The embedding comes from the session's cache (the widget has usually computed it already).
+    The per-slice function of stacks and the command line
+    (:func:`~napari_mobilesam.segment.stack.segment_slice_steps`): the embedding (and,
+    for AIS/APG with the ``instance`` settings, the decoder's maps) come from the session's cache.
     """
-    from ..segment.everything import EverythingSegmenter
+    from dataclasses import asdict
+
+    from ..segment.stack import segment_slice_steps
 
     yield 0, 0
     # A predictor of its own over the shared model: the widget's keeps its current image and prompts.
     predictor = session.new_predictor()
-    pixels, embedding, _source = plane.embedding(session.cache, predictor)
-    segmenter = EverythingSegmenter(sampler=settings.sampler, predictor=predictor, **settings.kwargs())
-    labels = yield from segmenter.steps(embedding, image=pixels, contrast_limits=plane.contrast_limits)
+    params = settings.kwargs() if instance is None else asdict(instance)
+    labels, _source = yield from segment_slice_steps(
+        plane.read(),
+        predictor=predictor,
+        cache=session.cache,
+        contrast_limits=plane.contrast_limits,
+        image_id=plane.image_id,
+        slice_index=plane.slice_index,
+        n_slices=plane.n_slices,
+        sampler=settings.sampler,
+        **params,
+    )
     return slicing.upsample_mask(labels, plane.full_plane_shape)
 
 
@@ -103,8 +129,13 @@ class EverythingSection(QGroupBox):
             EverythingParams,
             advanced=ADVANCED,
             labels=FORM_LABELS,
-            choices={"sampler": SAMPLERS},
+            choices={"sampler": SAMPLERS + INSTANCE_CHOICES},
         )
+        #: The AIS and APG settings (shown for their sampler; thresholds under Advanced).
+        self.instance_forms = {
+            sampler: ParamsForm(cls, advanced=advanced, hidden=("mask_threshold",))
+            for sampler, (cls, advanced) in INSTANCE_FORMS.items()
+        }
         self.this_slice = QPushButton("This slice")
         self.this_slice.setToolTip("Segment every object on the slice shown into the Labels layer (one undo step).")
         self.all_slices = QPushButton("All slices")
@@ -120,11 +151,16 @@ class EverythingSection(QGroupBox):
         buttons.addWidget(self.cancel_button, 1, 0, 1, 2)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form)
+        for form in self.instance_forms.values():
+            layout.addWidget(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
 
         self.set_settings(last_used())
+        self.follow_model()
         self.form.changed.connect(self._remember)
+        for form in self.instance_forms.values():
+            form.changed.connect(self._remember_instance)
         self.this_slice.clicked.connect(self.segment_slice)
         self.all_slices.clicked.connect(self.segment_all_slices)
         self.cancel_button.clicked.connect(self.cancel)
@@ -143,6 +179,26 @@ class EverythingSection(QGroupBox):
         self.form.set_value(settings)
         self._remember()
 
+    def instance_settings(self):
+        """The AIS or APG settings shown, when that sampler is chosen; else None."""
+        sampler = self.form.widgets["sampler"].value
+        return self.instance_forms[sampler].value() if sampler in INSTANCE_SAMPLERS else None
+
+    def follow_model(self) -> None:
+        """The session's model changed (or the section opened): offer AIS/APG when it has a decoder, choosing
+        AIS, else fall back to the point grid; show the model's AIS/APG settings."""
+        session = self._widget.session()
+        has_decoder = session.has_instance_decoder
+        for sampler, form in self.instance_forms.items():
+            form.set_value(instance_settings(session.model_name, sampler))
+        sampler = self.form.widgets["sampler"].value
+        self.form.set_choices("sampler", SAMPLERS + (INSTANCE_CHOICES if has_decoder else []))
+        if has_decoder and sampler not in INSTANCE_SAMPLERS:
+            self.form.widgets["sampler"].value = "ais"
+        elif not has_decoder and sampler in INSTANCE_SAMPLERS:
+            self.form.widgets["sampler"].value = "grid"
+        self._remember()
+
     def _remember(self, *_) -> None:
         try:
             settings = self.settings()
@@ -150,7 +206,21 @@ class EverythingSection(QGroupBox):
             self.status.setText(str(error))
             return
         self.form.widgets["points_per_side"].enabled = settings.sampler == "grid"
+        instance = settings.sampler in INSTANCE_SAMPLERS
+        self.form.widgets["points_per_side"].visible = not instance
+        if self.form.advanced is not None:
+            self.form.advanced.setVisible(not instance)
+        for sampler, form in self.instance_forms.items():
+            form.setVisible(sampler == settings.sampler)
         remember(settings)
+
+    def _remember_instance(self, *_) -> None:
+        name = self._widget.session().model_name
+        for sampler, form in self.instance_forms.items():
+            try:
+                remember_instance(name, sampler, form.value())
+            except MobileSAMError as error:
+                self.status.setText(str(error))
 
     # -- running -------------------------------------------------------------------------------
 
@@ -173,12 +243,12 @@ class EverythingSection(QGroupBox):
             return None
         try:
             plane = current_plane(widget.viewer, widget.image_layer)
-            settings = self.settings()
+            settings, instance = self.settings(), self.instance_settings()
         except MobileSAMError as error:
             report(error, "reading the plane shown")
             return None
         remember(settings)
-        steps = everything_on_plane(widget.session(), plane, settings)
+        steps = everything_on_plane(widget.session(), plane, settings, instance)
         worker = create_worker(guarded, steps, _ignore_errors=True)
         self._slice_progress = progress(total=0, desc=f"MobileSAM: segment everything on {plane.describe()}")
         self._slice_plane, self._slice_cancelled = plane, False
@@ -240,7 +310,7 @@ class EverythingSection(QGroupBox):
             return None
         image, target, overwrite = widget.image_layer, widget.labels_layer, widget.overwrite
         try:
-            settings = self.settings()
+            settings, instance = self.settings(), self.instance_settings()
             remember(settings)
             if target is not None:
                 labels_output.check_labels_fit(target, image)
@@ -250,6 +320,7 @@ class EverythingSection(QGroupBox):
                 widget.session(),
                 settings,
                 on_done=lambda run: self._on_run_done(run, target, overwrite),
+                instance_settings=instance,
             )
         except MobileSAMError as error:
             report(error, "starting All slices")

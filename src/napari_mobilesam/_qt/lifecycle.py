@@ -121,6 +121,7 @@ class Lifecycle(QObject):
             or widget.decoder.busy
             or widget.prefetcher.busy
             or self.model_worker is not None
+            or widget.model_picker.worker is not None
             or widget.everything_section.busy_here
         ):
             app.processEvents()

@@ -72,6 +72,8 @@ class ParamsForm(QWidget):
         help_text = meta.get("help", "")
         options = {"tooltip": help_text[:1].upper() + help_text[1:]}
         kind = setting_types(self._type)[field.name][0]
+        if kind is bool:  # a check box: no range
+            return create_widget(value=field.default, annotation=bool, name=field.name, label=label or _label(field.name), options=options)
         step = meta.get("step", 0.01 if kind is float else 1)
         options["step"] = step
         if "min" in meta:

@@ -48,7 +48,7 @@ class LayersSection(QGroupBox):
             "Accepted objects are written here (its shape, scale and translate must be the image's); "
             "a new layer is made on the first accept."
         )
-        form = QFormLayout(self)
+        self.form = form = QFormLayout(self)
         form.addRow("Image", self.image)
         form.addRow("Points", self.points)
         form.addRow("Boxes", self.boxes)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from napari.layers import Image
@@ -39,7 +39,7 @@ from qtpy.QtWidgets import QApplication
 from ..engine.session import default_session
 from ..errors import MobileSAMError
 from ..interactive import planes as slicing
-from ..interactive.settings import last_used
+from ..interactive.settings import settings_for_run
 from ..segment.params import EverythingParams
 from . import labels_output
 from .encode_scheduler import Failed, safely
@@ -65,13 +65,16 @@ RUNS = _Runs()
 def segment_stack(viewer: Viewer) -> StackRun | None:
     """Segment everything on every slice of the image (the menu command); see the module doc for which image.
 
-    Uses the last-used "Segment everything" settings. Returns the :class:`StackRun`
-    (None when there is nothing to segment; a notification says why).
+    Uses the last-used "Segment everything" settings (AIS for a model with a decoder
+    until a sampler is chosen). Returns the :class:`StackRun` (None when there is
+    nothing to segment; a notification says why).
     """
     viewer = getattr(viewer, "__wrapped__", viewer)  # napari injects a public-only proxy
     try:
         image = image_for_command(viewer)
-        return StackRun(viewer, image, default_session(), last_used())
+        session = default_session()
+        settings, instance = settings_for_run(session.model_name, session.has_instance_decoder)
+        return StackRun(viewer, image, session, settings, instance_settings=instance)
     except MobileSAMError as error:
         report(error, "starting Segment whole stack")
         return None
@@ -146,7 +149,7 @@ class FinishedSlice:
     embedding_source: str
 
 
-def stack_slices(session, source: StackSource, settings: EverythingParams) -> Iterator:
+def stack_slices(session, source: StackSource, settings: EverythingParams, instance_settings=None) -> Iterator:
     """Worker generator: yields a ``SliceStep`` between prompt batches and a :class:`FinishedSlice` per slice.
 
     Each slice's objects ``1..n`` are offset by the objects of the slices before it
@@ -158,6 +161,7 @@ def stack_slices(session, source: StackSource, settings: EverythingParams) -> It
 
     # A predictor of its own over the shared model: the widget's keeps its current image.
     predictor = session.new_predictor()
+    params = settings.kwargs() if instance_settings is None else asdict(instance_settings)
     count = 0
     for result in iter_segment_stack(
         source.data,
@@ -168,7 +172,7 @@ def stack_slices(session, source: StackSource, settings: EverythingParams) -> It
         predictor=predictor,
         sampler=settings.sampler,
         steps=True,
-        **settings.kwargs(),
+        **params,
     ):
         if isinstance(result, SliceStep):
             yield result
@@ -211,7 +215,8 @@ class _Progress(cancelable_progress):
 class StackRun:
     """One whole-stack run: a worker, its progress bar and the Labels layer the slices go to.
 
-    Attributes: ``layer`` (the new Labels layer), ``settings``, ``slices_done``,
+    Attributes: ``layer`` (the new Labels layer), ``settings``, ``instance_settings``
+    (AIS/APG's, or None), ``slices_done``,
     ``n_slices``, ``cancelled``, ``finished`` (True once linked and written, or failed),
     ``failed`` (the exception, or None), ``worker``, ``status`` (a line for the user).
     ``changed`` fires with :attr:`status` whenever it changes; ``on_done(run)``, when
@@ -227,10 +232,12 @@ class StackRun:
         session,
         settings: EverythingParams,
         on_done: Callable[[StackRun], None] | None = None,
+        instance_settings=None,
     ) -> None:
         self.viewer = viewer
         self.image = image
         self.settings = settings
+        self.instance_settings = instance_settings
         self.source = StackSource.from_layer(image)
         self.n_slices = self.source.n_slices
         self.slices_done = 0
@@ -246,7 +253,7 @@ class StackRun:
         self.layer.name = f"{image.name} everything"
         self._add_layer_quietly()
 
-        self.worker = create_worker(guarded, stack_slices(session, self.source, settings), _ignore_errors=True)
+        self.worker = create_worker(guarded, stack_slices(session, self.source, settings, instance_settings), _ignore_errors=True)
         self.progress = _Progress(
             total=self.n_slices, desc=f"MobileSAM: segment everything in {image.name}", cancel_callback=self.cancel
         )

@@ -34,6 +34,7 @@ from .image_choice import ImageChoice
 from .image_layers import ImageLayers
 from .interaction import PromptLoop
 from .lifecycle import Lifecycle
+from .model_picker import ModelPicker
 from .notify import reporting
 from .plane_tracking import PlaneFollower
 from .prefetch import Prefetcher
@@ -59,7 +60,8 @@ class MobileSAMWidget(QWidget):
     - prompts: :meth:`add_point`, :meth:`add_box`, :meth:`toggle_polarity`, :meth:`clear_prompts`;
     - results: :meth:`segment` (waits), :meth:`next_candidate`, :meth:`accept`, :meth:`undo`, :meth:`redo`,
       :meth:`edit_label`;
-    - engine: :meth:`set_model`, :meth:`set_cache`, :meth:`encode`, :meth:`clear_cache`, :meth:`wait`;
+    - engine: :meth:`use_model` (by name), :meth:`set_model`, :meth:`set_cache`, :meth:`encode`,
+      :meth:`clear_cache`, :meth:`wait`;
     - settings: :attr:`overwrite`, :attr:`default_positive`, :attr:`prefetch`;
     - layout: :meth:`add_section` (for further sections such as "Segment everything").
     """
@@ -113,6 +115,9 @@ class MobileSAMWidget(QWidget):
             self.session, self.prompts.is_current, self.prompts.on_decoded, self.prompts.on_decode_error
         )
         self.prefetcher = Prefetcher(self.session, self.planes.user_is_busy, self.planes.on_prefetched)
+        #: The model picker (the Layers section's first row).
+        self.model_picker = ModelPicker(self)
+        self.layers_section.form.insertRow(0, "Model", self.model_picker)
         #: "Segment everything": every object on the slice shown, or on all slices.
         self.everything_section = EverythingSection(self)
         self.add_section(self.everything_section)
@@ -162,13 +167,8 @@ class MobileSAMWidget(QWidget):
         """The image being segmented (None if there is none)."""
         return None if self.state is None else self.state.image
 
-    @property
-    def points_layer(self):
-        return None if self.state is None else self.state.points
-
-    @property
-    def boxes_layer(self):
-        return None if self.state is None else self.state.boxes
+    points_layer = property(lambda self: None if self.state is None else self.state.points)
+    boxes_layer = property(lambda self: None if self.state is None else self.state.boxes)
 
     @property
     def labels_layer(self):
@@ -306,14 +306,14 @@ class MobileSAMWidget(QWidget):
 
     # -- model and cache ---------------------------------------------------------------------------
 
+    def use_model(self, name: str):
+        """Segment with the registered model ``name`` (e.g. ``"vit_t_lm"``), loaded in a worker (returned)."""
+        return self.model_picker.choose(name)
+
     def set_model(self, model, source: str | None = None) -> None:
         """Segment with ``model`` (a MobileSAM, e.g. from ``load_model(path)``) instead of the default weights."""
         self.session().set_model(model, source)
-        for state in self.image_layers.states.values():
-            state.set_plane(None)
-            state.embedding = None
-        self.planes.update()
-        self.render()
+        self.model_picker.model_changed()
 
     def set_cache(self, cache) -> None:
         """Use ``cache`` (an :class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache`) for this session."""
@@ -410,7 +410,5 @@ class MobileSAMWidget(QWidget):
 
 
 def _single_shot(parent, interval: int) -> QTimer:
-    timer = QTimer(parent)
-    timer.setSingleShot(True)
-    timer.setInterval(interval)
+    timer = QTimer(parent, singleShot=True, interval=interval)
     return timer

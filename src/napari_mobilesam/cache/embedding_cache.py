@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import OrderedDict
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -38,6 +37,8 @@ from ..engine.preprocessing import check_image_size
 from ..errors import MobileSAMError
 from ..io.files import remove_path
 from .keys import slice_key
+from .lru import ByteLRU
+from .maps_cache import MapsCache
 from .store import (
     CorruptSliceError,
     create_store,
@@ -102,9 +103,7 @@ class EmbeddingCache:
     """
 
     def __init__(self, memory_bytes: int = 1 << 30, directory: str | os.PathLike | None | bool = True) -> None:
-        self._memory: OrderedDict[str, ImageEmbedding] = OrderedDict()
-        self._memory_used = 0
-        self._memory_limit = 0
+        self._memory = ByteLRU()
         self._lock = threading.RLock()  # memory, stats, in-flight table
         self._disk_lock = threading.RLock()  # every disk read and write
         self._inflight: dict[str, Future] = {}
@@ -113,14 +112,16 @@ class EmbeddingCache:
         self._disk_problem: str | None = None
         self._warned: set[str] = set()  # disk problems are logged once, not once per slice
         self.stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0}
+        #: The instance maps of micro-sam's decoder, kept beside the embeddings (:meth:`embedding_and_maps`).
+        self.maps = MapsCache(self._disk_lock, self._warn_once)
         self.memory_bytes = memory_bytes
 
     # -- settings ------------------------------------------------------------
 
     @property
     def memory_bytes(self) -> int:
-        """Memory budget in bytes; lowering it evicts least-recently-used embeddings."""
-        return self._memory_limit
+        """Memory budget in bytes; lowering it evicts least-recently-used embeddings (instance maps get a quarter more)."""
+        return self._memory.limit
 
     @memory_bytes.setter
     def memory_bytes(self, value: int) -> None:
@@ -128,8 +129,8 @@ class EmbeddingCache:
         if value < 0:
             raise MobileSAMError(f"memory_bytes must be >= 0, got {value}.")
         with self._lock:
-            self._memory_limit = value
-            self._evict()
+            self._memory.limit = value
+            self.maps.memory_bytes = value // 4
 
     @property
     def directory(self) -> Path | None:
@@ -184,12 +185,42 @@ class EmbeddingCache:
         slices called ``image_id`` (``None``: a store of its own). Returns
         ``(embedding, source)`` with ``source`` ``"memory"``, ``"disk"`` or ``"computed"``.
         """
-        slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
-        check_image_size(image_slice)  # a plane too large to segment is refused before it is read
-        pixels = np.asarray(image_slice)  # a dask or zarr slice is read once
-        key = self.slice_key(pixels, predictor.model, contrast_limits)
+        slot = _check_slot(image_id, slice_index, n_slices)
+        key, pixels = self._read(image_slice, predictor, contrast_limits)
+        return self._embedding(key, predictor, pixels, contrast_limits, image_id, *slot)
+
+    def _read(self, image_slice, predictor, contrast_limits) -> tuple[str, np.ndarray]:
+        """``(key, pixels)`` of a slice: its size checked before it is read, then read once (a dask or zarr slice)."""
+        check_image_size(image_slice)
+        pixels = np.asarray(image_slice)
+        return self.slice_key(pixels, predictor.model, contrast_limits), pixels
+
+    def embedding_and_maps(self, predictor, image_slice, **where) -> tuple[ImageEmbedding, np.ndarray, str]:
+        """The embedding of one 2D slice (as :meth:`embedding`, with its keywords ``contrast_limits``,
+        ``image_id``, ``slice_index`` and ``n_slices``) and the instance maps of its model's decoder.
+
+        The maps (``(3, H, W)`` float32, :func:`~napari_mobilesam.segment.instance_maps.instance_maps`
+        of ``predictor.model.instance_decoder``) are kept beside the embedding, in
+        memory and in the same store on disk, under the embedding's key and the
+        decoder's checksum (:class:`~napari_mobilesam.cache.maps_cache.MapsCache`).
+        Returns ``(embedding, maps, source of the embedding)``.
+        """
+        from ..segment.instance_everything import instance_decoder_of
+
+        decoder = instance_decoder_of(predictor.model, "ais")
+        contrast_limits, image_id = where.pop("contrast_limits", None), where.pop("image_id", None)
+        slice_index, n_slices = _check_slot(image_id, where.pop("slice_index", 0), where.pop("n_slices", 1))
+        if where:
+            raise TypeError(f"embedding_and_maps() got unexpected keyword arguments {sorted(where)}")
+        key, pixels = self._read(image_slice, predictor, contrast_limits)
+        embedding, source = self._embedding(key, predictor, pixels, contrast_limits, image_id, slice_index, n_slices)
+        store = self._store_path(key, image_id)
+        maps = self.maps.maps(key, embedding, decoder, store, 0 if image_id is None else slice_index, n_slices)
+        return embedding, maps, source
+
+    def _embedding(self, key, predictor, pixels, contrast_limits, image_id, slice_index, n_slices):
         with self._lock:
-            cached = self._memory_get(key)
+            cached = self._memory.get(key)
             if cached is not None:
                 self.stats["memory_hits"] += 1
                 return cached, "memory"
@@ -213,7 +244,7 @@ class EmbeddingCache:
                 self._disk_put(key, embedding, image_id, slice_index, n_slices)
             with self._lock:
                 self.stats["disk_hits" if source == "disk" else "misses"] += 1
-                self._memory_put(key, embedding)
+                self._memory.put(key, embedding)
             future.set_result(embedding)
             return embedding, source
         except BaseException as error:
@@ -228,7 +259,7 @@ class EmbeddingCache:
     def get(self, key: str, image_id: str | None = None, slice_index: int = 0) -> ImageEmbedding | None:
         """The embedding stored under ``key`` (memory first, then disk), or ``None``."""
         with self._lock:
-            cached = self._memory_get(key)
+            cached = self._memory.get(key)
             if cached is not None:
                 self.stats["memory_hits"] += 1
                 return cached
@@ -238,7 +269,7 @@ class EmbeddingCache:
                 self.stats["misses"] += 1
             else:
                 self.stats["disk_hits"] += 1
-                self._memory_put(key, embedding)
+                self._memory.put(key, embedding)
         return embedding
 
     def put(
@@ -249,7 +280,7 @@ class EmbeddingCache:
             raise MobileSAMError(f"EmbeddingCache.put expects an ImageEmbedding, got {type(embedding).__name__}.")
         slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
         with self._lock:
-            self._memory_put(key, embedding)
+            self._memory.put(key, embedding)
         self._disk_put(key, embedding, image_id, slice_index, n_slices)
 
     def contains(self, key: str, image_id: str | None = None, slice_index: int = 0) -> bool:
@@ -269,7 +300,7 @@ class EmbeddingCache:
         if memory:
             with self._lock:
                 self._memory.clear()
-                self._memory_used = 0
+                self.maps.clear_memory()
         directory = self.directory
         if disk and directory is not None:
             with self._disk_lock:
@@ -281,7 +312,7 @@ class EmbeddingCache:
     def memory_bytes_used(self) -> int:
         """Bytes of embeddings held in memory."""
         with self._lock:
-            return self._memory_used
+            return self._memory.used
 
     def __len__(self) -> int:
         with self._lock:
@@ -297,36 +328,13 @@ class EmbeddingCache:
     def describe(self) -> str:
         """One line for the user, e.g. ``"12 embeddings in memory (48 MiB of 1.0 GiB), 130 MiB on disk at /path"``."""
         with self._lock:
-            count, used = len(self._memory), self._memory_used
+            count, used = len(self._memory), self._memory.used
         text = f"{count} embedding{'' if count == 1 else 's'} in memory ({_format_bytes(used)} of "
-        text += f"{_format_bytes(self._memory_limit)})"
+        text += f"{_format_bytes(self._memory.limit)})"
         directory = self.directory
         if directory is None:
             return text + (f", disk cache off ({self._disk_problem})" if self._disk_problem else ", disk cache off")
         return text + f", {_format_bytes(self.disk_bytes_used())} on disk at {directory}"
-
-    # -- memory (caller holds self._lock) -------------------------------------
-
-    def _memory_get(self, key: str) -> ImageEmbedding | None:
-        embedding = self._memory.get(key)
-        if embedding is not None:
-            self._memory.move_to_end(key)
-        return embedding
-
-    def _memory_put(self, key: str, embedding: ImageEmbedding) -> None:
-        old = self._memory.pop(key, None)
-        if old is not None:
-            self._memory_used -= old.nbytes
-        if embedding.nbytes > self._memory_limit:
-            return
-        self._memory[key] = embedding
-        self._memory_used += embedding.nbytes
-        self._evict()
-
-    def _evict(self) -> None:
-        while self._memory_used > self._memory_limit and self._memory:
-            _, evicted = self._memory.popitem(last=False)
-            self._memory_used -= evicted.nbytes
 
     # -- disk ----------------------------------------------------------------
 

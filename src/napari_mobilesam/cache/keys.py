@@ -1,9 +1,11 @@
 """The key an embedding is cached under: what the encoder saw, and with which weights.
 
 A key is a BLAKE2b hash of the slice's pixels (bytes, shape, dtype), the
-model's weights checksum (:func:`model_checksum`), the contrast limits and
-:data:`PREPROCESSING_VERSION`. Other weights, other contrast or an edited
-slice therefore get another key, miss and are encoded again.
+model's weights checksum (:func:`model_checksum`), the contrast limits (or,
+without them, the model's input normalisation) and
+:data:`PREPROCESSING_VERSION`. Other weights, another model, other contrast
+or an edited slice therefore get another key, miss and are encoded again.
+:func:`maps_key` extends a slice's key with the instance decoder's checksum.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def slice_key(image_slice, model, contrast_limits: tuple[float, float] | None = 
     if pixels.dtype.hasobject:
         raise MobileSAMError(f"Cannot cache an image of dtype {pixels.dtype}; pass numbers (int, float or bool).")
     if contrast_limits is None:
-        limits = "auto"
+        # Without limits the model's own normalisation decides what the encoder sees (engine.preprocessing).
+        normalization = getattr(model, "input_normalization", "percentiles")
+        limits = "auto" if normalization == "percentiles" else f"auto:{normalization}"
     else:
         limits = ",".join(f"{float(v):.9g}" for v in contrast_limits)
     digest = hashlib.blake2b(digest_size=32)
@@ -59,4 +63,11 @@ def slice_key(image_slice, model, contrast_limits: tuple[float, float] | None = 
     digest.update(model_checksum(model).encode())
     digest.update(b"|")
     digest.update(pixels.reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def maps_key(slice_key: str, decoder) -> str:
+    """Hex key of the instance maps of the slice keyed ``slice_key``, decoded by ``decoder`` (its weights' checksum)."""
+    digest = hashlib.blake2b(digest_size=32)
+    digest.update(f"napari-mobilesam|maps|{slice_key}|{model_checksum(decoder)}".encode())
     return digest.hexdigest()

@@ -11,10 +11,13 @@ Layout (zarr v3, no pickle anywhere)::
           c/<z>/0/0/0
         records/<z>.json                 slice z: {"version", "key", "checksum" (BLAKE2b of the chunk's
                                          float32 little-endian bytes), "original_size", "input_size"}
+        maps/                            (once a slice's instance maps are kept) float32 (n_slices, 3, H, W),
+                                         chunks (1, 3, H, W), zstd: micro-sam's decoder maps of each slice
+        maps_records/<z>.json            slice z's maps: {"version", "key" (embedding key + decoder), "checksum"}
       .tmp-*                             stores being built (records/.tmp-* inside a store: records
                                          being written); removed with the stores
 
-A slice is written record-last (:func:`write_slice`): its old record is
+A slice (and a slice's maps, :func:`write_maps`) is written record-last (:func:`write_slice`): its old record is
 deleted, the chunk is written, then the record is written to a temporary file
 and moved into place (``os.replace``). A slice is trusted (:func:`read_slice`)
 only if its record parses, its key is the one asked for and the chunk read back
@@ -201,3 +204,52 @@ def open_features(path: Path, mode: str, n_slices: int | None = None):
     if not (path / "records").is_dir():
         raise ValueError("records folder missing")
     return features
+
+
+MAPS_ARRAY = "maps"
+MAPS_RECORDS = "maps_records"
+
+
+def read_maps(path: Path, key: str, slice_index: int) -> np.ndarray | None:
+    """Slice ``slice_index``'s instance maps in the store at ``path`` if its maps record is for ``key`` and checks out.
+
+    Raises as :func:`read_slice` does (``FileNotFoundError`` without a record).
+    """
+    import zarr
+
+    record = json.loads((path / MAPS_RECORDS / f"{int(slice_index)}.json").read_text(encoding="utf-8"))
+    if record.get("version") != STORE_VERSION or record.get("key") != key:
+        return None
+    maps = np.asarray(zarr.open_group(str(path), mode="r", zarr_format=3)[MAPS_ARRAY][int(slice_index)])
+    if features_checksum(maps) != record.get("checksum"):
+        raise CorruptSliceError(f"the maps of slice {slice_index} of {path} do not match their checksum")
+    return maps
+
+
+def write_maps(path: Path, key: str, maps: np.ndarray, slice_index: int, n_slices: int) -> None:
+    """Write ``maps`` ``(3, H, W)`` as slice ``slice_index``'s in the store at ``path`` (a valid store), record last.
+
+    The ``maps`` array is made on first use, or made again when its shape does not fit (its records go with it).
+    """
+    import zarr
+
+    open_features(path, mode="r", n_slices=n_slices)  # the embedding's store, valid
+    group = zarr.open_group(str(path), mode="r+", zarr_format=3)
+    shape = (n_slices, *maps.shape)
+    array = group.get(MAPS_ARRAY)
+    if array is None or array.shape != shape or array.dtype != np.float32:
+        if array is not None:
+            del group[MAPS_ARRAY]
+            remove_path(path / MAPS_RECORDS)
+        try:
+            array = group.create_array(MAPS_ARRAY, shape=shape, chunks=(1, *maps.shape), dtype="float32", fill_value=0.0)
+        except Exception:  # another process made it first: use theirs if it fits
+            array = zarr.open_group(str(path), mode="r+", zarr_format=3)[MAPS_ARRAY]
+            if array.shape != shape:
+                raise
+    (path / MAPS_RECORDS).mkdir(exist_ok=True)
+    record_path = path / MAPS_RECORDS / f"{slice_index}.json"
+    record_path.unlink(missing_ok=True)  # no record may describe a chunk being rewritten
+    array[slice_index] = maps
+    record = {"version": STORE_VERSION, "key": key, "checksum": features_checksum(maps)}
+    write_atomic(record_path, json.dumps(record).encode("utf-8"))

@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import MobileSAMError
-from .parser import PROG, settings_from_args
+from .parser import PROG, as_option, settings_from_args
 from .progress import ProgressBar
 
 SAMPLE_ID = "napari-mobilesam:sample:nuclei_3d"
@@ -96,8 +97,10 @@ def cmd_prompt(args) -> None:
         _say(args, f"Wrote {output}: 0 objects, {time.perf_counter() - started:.1f} s.")
         return
     group_prompts(shape, points, polarity, boxes)  # every prompt checked before the model loads
-    weights, device = _checked_model(args)
-    session = process_session(weights, device, _cache_dir(args), args.threads)
+    model = _checked_model(args)
+    session = process_session(
+        model.weights, model.device, _cache_dir(args), args.threads, model_name=model.name, decoder=model.decoder
+    )
     with ProgressBar("prompt", quiet=args.quiet) as bar:
         labels = segment_from_prompts(
             image.data,
@@ -166,44 +169,96 @@ def _job(args, task: str, image):
         require_distributed()
     sampler, params = "grid", ()
     if task == "segment":
-        from ..segment.params import EverythingParams
-
-        settings = settings_from_args(EverythingParams, args)  # a bad value fails here, not on every worker
-        sampler, params = settings.sampler, tuple(settings.kwargs().items())
+        sampler, params = _sampler_settings(args)  # a bad value fails here, not on every worker
     cache_dir = _cache_dir(args, required=task == "embed")
-    weights, device = _checked_model(args)
+    model = _checked_model(args, sampler)
     threads = args.threads
     if threads is None and args.workers:
         threads = max(1, (os.cpu_count() or 1) // args.workers)
     if cluster:
-        from ..engine.weights import check_weights
+        from ..engine.weights import check_decoder, check_weights
 
-        check_weights(weights)  # the workers load the model; a file that is not MobileSAM's fails here
+        # The workers load the model; files that are not a model's fail here.
+        has_decoder = check_weights(model.weights) or model.decoder is not None
+        if model.decoder is not None:
+            check_decoder(model.decoder)
     else:
         from ..engine.session import process_session
 
-        process_session(weights, device, cache_dir, threads)  # the model, loaded once: the slices reuse it
+        # The model, loaded once: the slices reuse it.
+        session = process_session(
+            model.weights, model.device, cache_dir, threads, model_name=model.name, decoder=model.decoder
+        )
+        has_decoder = getattr(session.model(), "instance_decoder", None) is not None
+    if sampler in ("ais", "apg") and not has_decoder:
+        from ..engine.model_registry import no_decoder_error
+
+        raise no_decoder_error(sampler, model.name)
     return SliceJob(
         task=task,
-        weights=weights,
+        weights=model.weights,
         shape=tuple(int(s) for s in image.data.shape),
         dtype=str(image.data.dtype),
         rgb=image.rgb,
         image_id=image.image_id,
-        device=device,
+        device=model.device,
         threads=threads,
         cache_dir=cache_dir,
         contrast_limits=_limits(args),
         sampler=sampler,
         params=params,
+        model=model.name,
+        decoder=model.decoder,
     )
 
 
-def _checked_model(args) -> tuple[str, str | None]:
-    """``(weights file, device)`` of the run, checked with the contrast limits; the weights are downloaded if needed."""
+def _sampler_settings(args) -> tuple[str, tuple]:
+    """``(sampler, its settings as (name, value) pairs)`` from the options: SAM's, or AIS/APG's on the model's defaults."""
+    from dataclasses import asdict, fields
+
+    from ..engine.model_registry import default_model_name
+    from ..segment.params import INSTANCE_SETTINGS, EverythingParams, settings_for_model
+
+    settings = settings_from_args(EverythingParams, args)
+    given = {
+        item.name: getattr(args, item.name)
+        for cls in INSTANCE_SETTINGS.values()
+        for item in fields(cls)
+        if getattr(args, item.name, None) is not None
+    }
+    cls = INSTANCE_SETTINGS.get(settings.sampler)
+    foreign = sorted(name for name in given if cls is None or name not in {item.name for item in fields(cls)})
+    if foreign:
+        options = ", ".join("--" + name.replace("_", "-") for name in foreign)
+        raise MobileSAMError(
+            f"{options}: not a setting of --sampler {settings.sampler}; leave it out, or choose the sampler it "
+            "belongs to (--sampler ais or apg)."
+        )
+    if cls is None:
+        return settings.sampler, tuple(settings.kwargs().items())
+    model_name = args.model or default_model_name()
+    try:
+        instance = settings_for_model(settings.sampler, model_name, **given)
+    except MobileSAMError as error:
+        raise MobileSAMError(as_option(str(error), given)) from None
+    return settings.sampler, tuple(asdict(instance).items())
+
+
+class _Model(NamedTuple):
+    """The model of a run: its registered ``name``, ``weights`` and ``decoder`` files (local paths), ``device``."""
+
+    name: str
+    weights: str
+    decoder: str | None
+    device: str | None
+
+
+def _checked_model(args, sampler: str = "grid") -> _Model:
+    """The run's model files (downloaded if needed) and device, checked with the contrast limits."""
     from ..engine.device import resolve_device
+    from ..engine.model_registry import model_spec, no_decoder_error
     from ..engine.preprocessing import check_contrast_limits
-    from ..engine.weights import resolve_weights
+    from ..engine.weights import resolve_model_files
 
     try:
         check_contrast_limits(_limits(args))
@@ -214,24 +269,31 @@ def _checked_model(args) -> tuple[str, str | None]:
         ) from None
     # Also NAPARI_MOBILESAM_DEVICE; on a cluster the workers resolve it again, on their own hardware.
     resolve_device(args.device, option="--device")
-    if args.weights is None:
-        _announce_download(args)
-    return str(resolve_weights(args.weights)), args.device
+    spec = model_spec(args.model)
+    if sampler in ("ais", "apg") and spec.decoder is None and args.decoder is None and args.weights is None:
+        raise no_decoder_error(sampler, spec.name)  # before a download
+    _announce_downloads(args, spec)
+    weights, decoder = resolve_model_files(spec.name, args.weights, args.decoder)
+    return _Model(spec.name, weights, decoder, args.device)
 
 
-def _announce_download(args) -> None:
+def _announce_downloads(args, spec) -> None:
     import logging
 
-    from ..engine.weights import OFFICIAL_SIZE, weights_status
+    from ..engine.weights import file_label, file_status
 
-    status = weights_status()
-    if status["source"] == "cache" and not status["cache_present"]:
+    if args.weights is not None:
+        return
+    files = [("weights", spec.sam)] + ([("decoder", spec.decoder)] if spec.decoder and args.decoder is None else [])
+    if spec.sam.path_env and os.environ.get(spec.sam.path_env, "").strip():
+        files = files[1:]  # the weights come from that file
+    for kind, file in files:
+        status = file_status(file)
+        if status["cache_present"]:
+            continue
         logging.getLogger("pooch").setLevel(logging.WARNING)  # our line instead of pooch's
-        _say(
-            args,
-            f"Downloading the MobileSAM weights ({OFFICIAL_SIZE / 1e6:.0f} MB, once) from {status['url']} "
-            f"to {status['cache_path']}",
-        )
+        size = f"{file.size / 1e6:.0f} MB, " if file.size else ""
+        _say(args, f"Downloading {file_label(spec, kind)} ({size}once) from {status['url']} to {status['cache_path']}")
 
 
 def _say(args, message: str) -> None:

@@ -1,4 +1,5 @@
-"""The ``info`` command: version, device, weights and cache, as text or ``--json``."""
+"""The ``info`` command: version, device, weights, the models (cached or not, where each file goes) and cache,
+as text or ``--json``."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def cmd_info(args) -> None:
     from ..engine.device import DEVICE_ENV, resolve_device
     from ..engine.weights import weights_status
 
-    status = weights_status()
+    status = weights_status(args.model)
     if args.weights:
         path = os.path.abspath(os.path.expanduser(args.weights))
         status.update(path=path, present=os.path.isfile(path), source="--weights")
@@ -40,6 +41,7 @@ def cmd_info(args) -> None:
         "device_source": device_note,
         "threads": torch.get_num_threads(),
         "weights": status,
+        "models": models_report(),
         "cache": None if cache is None else _cache_report(cache),
         "dask": dask_version,
         "distributed": distributed_version,
@@ -70,9 +72,46 @@ def cmd_info(args) -> None:
 
         lines.append(f"cache:    {cache.directory} ({_format_bytes(report['cache']['bytes'])})")
     lines.append(f"dask:     {_describe_dask(dask_version, distributed_version)}")
+    lines += _describe_models(report["models"])
     for name, value in status["overrides"].items():
         lines.append(f"env:      {name}={value}")
     print("\n".join(lines))
+
+
+def models_report() -> list[dict]:
+    """Each registered model: ``name``, ``description``, ``default``, ``decoder`` (whether it has one), ``source``
+    and ``files``: each file's ``kind``, ``cache_path`` (where to put it by hand), ``cache_present``,
+    ``cache_verified`` and ``url``."""
+    from ..engine.model_registry import MODELS, default_model_name
+    from ..engine.weights import file_status
+
+    try:
+        default = default_model_name()
+    except MobileSAMError:
+        default = None  # a bad NAPARI_MOBILESAM_MODEL: shown in env, refused when a model loads
+    return [
+        {
+            "name": name,
+            "description": spec.description,
+            "default": name == default,
+            "decoder": spec.has_decoder,
+            "source": spec.source,
+            "files": [{"kind": kind, **file_status(file)} for kind, file in spec.files()],
+        }
+        for name, spec in MODELS.items()
+    ]
+
+
+def _describe_models(models: list[dict]) -> list[str]:
+    lines = ["models:   (--model NAME or NAPARI_MOBILESAM_MODEL; offline, copy each file to the path shown)"]
+    for model in models:
+        cached = all(file["cache_verified"] for file in model["files"])
+        state = "cached" if cached else "not cached: downloaded on first use"
+        default = ", the default" if model["default"] else ""
+        lines.append(f"  {model['name']}: {model['description']} [{state}{default}]")
+        for file in model["files"]:
+            lines.append(f"      {file['kind']}: {file['cache_path']}  <- {file['url']}")
+    return lines
 
 
 def _weights_problem(status: dict) -> str | None:

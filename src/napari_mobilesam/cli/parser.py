@@ -30,13 +30,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
+    from ..engine.model_registry import MODELS
+
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("model and machine")
     group.add_argument(
+        "--model",
+        choices=list(MODELS),
+        metavar="NAME",
+        help=f"the model: {', '.join(MODELS)} (default: NAPARI_MOBILESAM_MODEL or mobile_sam; "
+        "'napari-mobilesam info' lists them)",
+    )
+    group.add_argument(
         "--weights",
         metavar="FILE",
-        help="MobileSAM weights (default: NAPARI_MOBILESAM_WEIGHTS or the cached official file, downloaded once)",
+        help="SAM weights file instead of the model's own (default: NAPARI_MOBILESAM_WEIGHTS for mobile_sam, "
+        "or the model's cached file, downloaded once); a micro-sam checkpoint brings its decoder",
     )
+    group.add_argument("--decoder", metavar="FILE", help="instance decoder file instead of the model's own")
     group.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N or mps (default: the best available)")
     group.add_argument(
         "--cache",
@@ -92,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment every object on a 2D image or on each 2D slice of a stack. Finished slices are kept in "
         "OUTPUT.partial, so an interrupted run resumes where it stopped.",
     )
+    from ..segment.instance_params import APGParams, WatershedParams
     from ..segment.params import EverythingParams, LinkParams
 
     group = segment.add_argument_group("segmentation")
@@ -99,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Off unless asked: ids linked across z are a choice about the data (z-stack or not), not a default.
     add_settings(group, LinkParams, defaults={"link_3d": False})
     group.add_argument("--no-resume", action="store_true", help="discard slices left by an interrupted run")
+    # Left unset, the AIS/APG settings are the model's (micro-sam's annotator's; see settings_for_model).
+    ais = segment.add_argument_group("--sampler ais (and apg where the name is the same)")
+    add_settings(ais, WatershedParams, per_model=True, also=APGParams)
+    apg = segment.add_argument_group("--sampler apg")
+    add_settings(apg, APGParams, per_model=True, skip=[item.name for item in dataclasses.fields(WatershedParams)])
 
     prompt = commands.add_parser(
         "prompt",
@@ -125,20 +142,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_settings(group, cls, defaults: dict | None = None) -> None:
+def add_settings(group, cls, defaults: dict | None = None, *, per_model: bool = False, skip=(), also=None) -> None:
     """One option per field of the settings dataclass ``cls``: ``--points-per-side N``, ``--link-3d/--no-link-3d``.
 
     Type, choices, help and default come from the field (``defaults`` overrides a default
-    for the command line); the help says the range and the default.
+    for the command line); the help says the range and the default. ``per_model``: the
+    options default to None (unset: the model's value, resolved by the command); ``skip``:
+    fields left out (already made from another class); ``also``: a settings class sharing
+    some names, whose other defaults the help names too.
     """
     from ..segment.param_fields import describe_range, setting_types
 
     defaults = defaults or {}
     for item in dataclasses.fields(cls):
+        if item.name in skip:
+            continue
         kind, _optional = setting_types(cls)[item.name]
-        default = defaults.get(item.name, item.default)
+        default = None if per_model else defaults.get(item.name, item.default)
         span = "" if "choices" in item.metadata else describe_range(kind, item.metadata)  # argparse lists choices
         shown = ("on" if default else "off") if kind is bool else default
+        if per_model:
+            shown = f"the model's, else {item.default}"
+            other = {field.name: field.default for field in dataclasses.fields(also)} if also else {}
+            if other.get(item.name, item.default) != item.default:
+                shown += f"; {also.__name__.removesuffix('Params').lower()}: {other[item.name]}"
         text = f"{item.metadata['help']} ({span + '; ' if span else ''}default: {shown})".replace("%", "%%")
         option = "--" + item.name.replace("_", "-")
         if kind is bool:
@@ -157,11 +184,15 @@ def settings_from_args(cls, args):
     try:
         return cls(**{name: getattr(args, name) for name in names})
     except MobileSAMError as error:
-        message = str(error)
-        for name in names:
-            if message.startswith(f"{name} must"):
-                raise MobileSAMError("--" + name.replace("_", "-") + message[len(name) :]) from None
-        raise
+        raise MobileSAMError(as_option(str(error), names)) from None
+
+
+def as_option(message: str, names) -> str:
+    """The API's error about a setting (``"min_size must ..."``), told about its option (``"--min-size must ..."``)."""
+    for name in names:
+        if message.startswith(f"{name} must"):
+            return "--" + name.replace("_", "-") + message[len(name) :]
+    return message
 
 
 def _positive_int(text: str) -> int:

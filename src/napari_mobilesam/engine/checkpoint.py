@@ -13,12 +13,15 @@ from ..errors import MobileSAMError
 
 WEIGHTS_FILENAME = "mobile_sam.pt"
 
+# micro-sam's checkpoints: SAM weights (keys maybe prefixed "sam.") and the instance decoder's.
+MICROSAM_KEYS = ("model_state", "decoder_state")
 # Checkpoints saved by training scripts often wrap the state dict in one of these.
 _WRAPPER_KEYS = ("model", "state_dict")
 _SAM_BY_WIDTH = {768: "ViT-B", 1024: "ViT-L", 1280: "ViT-H"}
 _SAM_BY_DEPTH = {12: "ViT-B", 24: "ViT-L", 32: "ViT-H"}
 _EFFICIENT_SAM_BY_WIDTH = {192: "EfficientSAM-Ti", 384: "EfficientSAM-S"}
 _SAM2_PREFIXES = ("image_encoder.trunk.", "sam_mask_decoder.", "sam_prompt_encoder.", "memory_encoder.")
+_DECODER_PREFIXES = ("deconv1.", "deconv_out.", "decoder_head.", "out_conv.")
 _EFFICIENT_SAM_PREFIXES = ("prompt_encoder.invalid_points.", "mask_decoder.final_output_upscaling_layers.")
 
 
@@ -36,6 +39,25 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         holds something other than a state dict.
     """
     path = Path(path).expanduser()
+    return unwrap(read_checkpoint(path), path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """What a checkpoint file holds, read without running any of its code.
+
+    Tensors and plain containers are read with ``weights_only=True``. A file
+    that pickles other objects as well is refused, unless it is a micro-sam
+    checkpoint (a dict with ``"model_state"`` or ``"decoder_state"``): its
+    tensors are then taken through :func:`~napari_mobilesam.engine.restricted_pickle.load_inert`,
+    every other object left as an inert stand-in.
+
+    Raises
+    ------
+    MobileSAMError
+        The path is missing or a folder, the file is truncated or damaged, or it
+        pickles other objects and is not a micro-sam checkpoint.
+    """
+    path = Path(path).expanduser()
     if path.is_dir():
         raise MobileSAMError(
             f"{path} is a folder, not a weights file. Give the path of the checkpoint file itself "
@@ -47,23 +69,39 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             f"download the official MobileSAM weights."
         )
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except PermissionError as error:
         raise MobileSAMError(f"Cannot read {path}: permission denied. Make the file readable or copy it.") from error
     except pickle.UnpicklingError as error:
-        raise MobileSAMError(
-            f"{path} could not be loaded as plain weights{_refused_detail(error)}: either it is damaged, or it "
-            f"holds Python objects other than tensors (such as a whole pickled model), which are refused because "
-            f"unpickling them can run arbitrary code. If it is damaged, delete {path} and download it again; "
-            f"if you made it, save only the weights with torch.save(model.state_dict(), path)."
-        ) from error
+        refused = error
     except Exception as error:  # torch raises RuntimeError, EOFError, KeyError, ... for damaged files
         reason = f"{type(error).__name__}: {_first_sentence(str(error))}".rstrip(": ")
         raise MobileSAMError(
             f"{path} is truncated or damaged and could not be read ({reason}). Re-download: delete "
             f"{path} and download it again (load_model() fetches the official weights by itself)."
         ) from error
-    return _unwrap(loaded, path)
+    loaded = _read_microsam_tensors(path)
+    if loaded is not None:
+        return loaded
+    raise MobileSAMError(
+        f"{path} could not be loaded as plain weights{_refused_detail(refused)}: either it is damaged, or it "
+        f"holds Python objects other than tensors (such as a whole pickled model), which are refused because "
+        f"unpickling them can run arbitrary code. If it is damaged, delete {path} and download it again; "
+        f"if you made it, save only the weights with torch.save(model.state_dict(), path)."
+    ) from refused
+
+
+def _read_microsam_tensors(path: Path) -> dict | None:
+    """A micro-sam checkpoint's top-level dict with its other objects inert, or None if the file is not one."""
+    from .restricted_pickle import load_inert
+
+    try:
+        loaded = load_inert(path)
+    except Exception:  # whatever it is, it is refused as it was by weights_only
+        return None
+    if isinstance(loaded, dict) and any(key in loaded for key in MICROSAM_KEYS):
+        return loaded
+    return None
 
 
 def _refused_detail(error: Exception) -> str:
@@ -79,7 +117,8 @@ def _first_sentence(text: str, limit: int = 200) -> str:
     return sentence[:limit]
 
 
-def _unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+def unwrap(loaded: object, path: Path) -> dict[str, torch.Tensor]:
+    """The plain ``{key: tensor}`` state dict in ``loaded`` (unwrapped from ``{"model": ...}``), or a clear error."""
     state = loaded
     while isinstance(state, dict) and not _is_tensor_dict(state):
         inner = next((state[key] for key in _WRAPPER_KEYS if isinstance(state.get(key), dict)), None)
@@ -147,6 +186,8 @@ def _describe_checkpoint(state: dict[str, torch.Tensor]) -> str:
     if block_ids or width is not None or "image_encoder.pos_embed" in state:
         size = _SAM_BY_WIDTH.get(width) or _SAM_BY_DEPTH.get(max(block_ids, default=-1) + 1)
         return f"it looks like a SAM {size} checkpoint" if size else "it looks like a SAM (ViT) checkpoint"
+    if any(key.startswith(_DECODER_PREFIXES) for key in keys):
+        return "it looks like micro-sam's instance decoder: pass it as the decoder (decoder=, --decoder)"
     if any(key.startswith("image_encoder.layers.") for key in keys):
         return "it looks like a MobileSAM (TinyViT) checkpoint from a modified model, with keys that differ"
     head = keys[0].split(".", 1)[0] + "."

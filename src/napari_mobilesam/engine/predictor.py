@@ -12,7 +12,7 @@ import torch
 from ..errors import MobileSAMError
 from .embedding import ImageEmbedding
 from .mask_resize import resize_logits
-from .preprocessing import apply_boxes, apply_coords, preprocess_shape, resize_longest_side, to_uint8_rgb
+from .preprocessing import apply_boxes, apply_coords, preprocess_shape, resize_longest_side, to_model_rgb
 from .prompts import Prompts, check_prompts
 
 
@@ -43,14 +43,19 @@ class Predictor:
 
         ``image``: ``(H, W)`` grey or ``(H, W, 3|4)`` colour, any numeric dtype.
         ``contrast_limits``: ``(low, high)`` display range mapped to 0..255
-        (see :mod:`napari_mobilesam.engine.preprocessing`).
+        (see :mod:`napari_mobilesam.engine.preprocessing`; without them, the
+        model's own input normalisation).
         """
-        rgb = to_uint8_rgb(image, contrast_limits)
+        rgb = self.input_rgb(image, contrast_limits)
         resized = resize_longest_side(rgb)
         x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
         with torch.inference_mode():
             features = self.model.image_encoder(self.model.preprocess(x))
         return ImageEmbedding(features[0].cpu().numpy(), rgb.shape[:2], resized.shape[:2])
+
+    def input_rgb(self, image, contrast_limits: tuple[float, float] | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8: ``image`` as this model's encoder sees it (its ``input_normalization``)."""
+        return to_model_rgb(image, contrast_limits, getattr(self.model, "input_normalization", "percentiles"))
 
     def set_image(self, image, contrast_limits: tuple[float, float] | None = None) -> ImageEmbedding:
         """Encode one 2D image and make it the one :meth:`predict` segments."""

@@ -12,6 +12,14 @@ to it the way a person would see it on screen:
   constant image to 0;
 - grey is copied to three channels.
 
+A model trained otherwise says so (its ``input_normalization``, from the
+registry, :mod:`napari_mobilesam.engine.model_registry`): micro-sam's models
+saw every image stretched channel by channel from its minimum to its maximum
+(``"min-max"``), so without contrast limits they get exactly that
+(:func:`to_model_rgb`, micro-sam's own arithmetic); with contrast limits (the
+widget passes the layer's) the limits win for every model, so the model sees
+what the user sees.
+
 Then the longest side is resized to 1024 px with Pillow's antialiased
 bilinear filter (exactly the official resize), and the model normalises and
 pads it (:meth:`MobileSAM.preprocess`).
@@ -142,6 +150,28 @@ def to_uint8_rgb(image, contrast_limits: tuple[float, float] | None = None) -> n
     if grey.ndim == 2:
         grey = np.repeat(grey[..., None], 3, axis=-1)
     return np.ascontiguousarray(grey)
+
+
+def to_model_rgb(image, contrast_limits: tuple[float, float] | None = None, normalization: str = "percentiles"):
+    """``(H, W, 3)`` uint8 as the encoder of a model trained with ``normalization`` should see ``image``.
+
+    With ``contrast_limits``, or ``normalization="percentiles"``: :func:`to_uint8_rgb`.
+    ``"min-max"`` without limits: micro-sam's per-channel minimum..maximum stretch
+    (:func:`~napari_mobilesam.segment.instance_maps.microsam_rgb`), after NaN and
+    -inf are set to the smallest finite value and +inf to the largest.
+    """
+    if contrast_limits is not None or normalization == "percentiles":
+        return to_uint8_rgb(image, contrast_limits)
+    if normalization != "min-max":
+        raise MobileSAMError(f"Unknown input normalization {normalization!r}; use 'percentiles' or 'min-max'.")
+    from ..segment.instance_maps import microsam_rgb
+
+    image = _check_image(image)
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
+        finite = image[np.isfinite(image)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+        image = np.nan_to_num(image, nan=low, posinf=high, neginf=low)
+    return microsam_rgb(image)
 
 
 def resize_longest_side(rgb: np.ndarray, target_length: int = TARGET_LENGTH) -> np.ndarray:

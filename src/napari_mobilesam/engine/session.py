@@ -7,8 +7,8 @@
   first use) and its embedding cache, so a slice encoded by one is never encoded
   again by another.
 - :func:`process_session`: the session of a batch process (the command line,
-  a dask worker) for a weights file, a device and a disk-cache folder; the
-  model is loaded once per process for each weights file and device.
+  a dask worker) for a model, its files, a device and a disk-cache folder; the
+  model is loaded once per process for each model, files and device.
 - :func:`resolve_predictor` and :func:`resolve_cache`: what every public
   function does with its ``model=``, ``predictor=`` and ``cache=`` arguments.
 
@@ -17,6 +17,7 @@ Nothing here imports torch until a model is loaded.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -32,6 +33,9 @@ class Session:
         cache: the embedding cache; default: a new :class:`EmbeddingCache` (memory and disk).
         weights, device: what the model is loaded from and onto (default: as ``load_model``).
         threads: torch CPU threads to set when the model is loaded (default: leave torch's).
+        model_name, decoder: the registered model to load (default: ``NAPARI_MOBILESAM_MODEL``
+            or ``mobile_sam``) and a local decoder file (default: the model's own), as ``load_model``'s
+            ``model=`` and ``decoder=``. :meth:`switch_model` changes the model.
 
     :meth:`predictor` is one predictor shared by interactive work (the widget):
     hold :attr:`predict_lock` around making an image current and decoding it.
@@ -39,11 +43,22 @@ class Session:
     :meth:`thread_predictor` (one per thread, kept).
     """
 
-    def __init__(self, model=None, cache: EmbeddingCache | None = None, *, weights=None, device=None, threads=None):
+    def __init__(
+        self,
+        model=None,
+        cache: EmbeddingCache | None = None,
+        *,
+        weights=None,
+        device=None,
+        threads=None,
+        model_name: str | None = None,
+        decoder=None,
+    ):
         self._load_lock = threading.Lock()
         self.predict_lock = threading.RLock()
         self._model = model
         self._weights, self._device, self._threads = weights, device, threads
+        self._model_name, self._decoder = model_name, decoder
         self._source = _describe_weights(model) if model is not None else None
         self._predictor = None
         self._per_thread = threading.local()
@@ -72,7 +87,7 @@ class Session:
                     import torch
 
                     torch.set_num_threads(int(self._threads))
-                self._model = load_model(self._weights, self._device)
+                self._model = load_model(self._weights, self._device, model=self._model_name, decoder=self._decoder)
                 self._source = _describe_weights(self._model)
                 self.loads += 1
             return self._model
@@ -84,6 +99,47 @@ class Session:
             self._source = source or _describe_weights(model)
             self._predictor = None
             self._per_thread = threading.local()
+
+    def switch_model(self, model_name: str):
+        """Load the registered model ``model_name`` (its own files, this session's device) and use it from now on.
+
+        Slow (a download the first time): call it from a worker in a GUI. Work
+        under way finishes with the model it started with; embeddings of the
+        other model stay in the cache (their keys differ). Returns the model.
+        """
+        from .weights import load_model
+
+        model = load_model(None, self._device, model=model_name)
+        with self._load_lock:
+            self._weights, self._decoder, self._model_name = None, None, model_name
+        self.set_model(model)
+        self.loads += 1
+        return model
+
+    @property
+    def model_name(self) -> str:
+        """The registered name of the model in use (or to be loaded); ``"custom"`` for a given model without one."""
+        if self._model is not None:
+            return getattr(self._model, "model_name", None) or "custom"
+        if self._model_name is not None:
+            return self._model_name
+        from ..errors import MobileSAMError
+        from .model_registry import MODEL_ENV, default_model_name
+
+        try:
+            return default_model_name()
+        except MobileSAMError:  # a bad NAPARI_MOBILESAM_MODEL: loading the model says so
+            return os.environ[MODEL_ENV].strip()
+
+    @property
+    def has_instance_decoder(self) -> bool:
+        """Whether the model (loaded, or to be loaded) has an instance decoder (can run AIS and APG)."""
+        if self._model is not None:
+            return getattr(self._model, "instance_decoder", None) is not None
+        from .model_registry import MODELS
+
+        spec = MODELS.get(self.model_name)
+        return self._decoder is not None or (spec is not None and spec.has_decoder)
 
     def set_cache(self, cache: EmbeddingCache) -> None:
         """Use ``cache`` from now on."""
@@ -129,7 +185,8 @@ def _describe_weights(model) -> str:
     path = getattr(model, "weights_path", None)
     if not path:
         return "given model (no weights file)"
-    return Path(path).name + f" ({Path(path).parent})"
+    name = getattr(model, "model_name", None)
+    return (f"{name}, " if name else "") + Path(path).name + f" ({Path(path).parent})"
 
 
 _DEFAULT: Session | None = None
@@ -156,26 +213,36 @@ def set_default_session(session: Session | None) -> Session | None:
 
 
 def process_session(
-    weights: str | None, device: str | None = None, cache_dir: str | None = None, threads: int | None = None
+    weights: str | None,
+    device: str | None = None,
+    cache_dir: str | None = None,
+    threads: int | None = None,
+    *,
+    model_name: str | None = None,
+    decoder: str | None = None,
 ) -> Session:
-    """This process's session for ``weights`` on ``device`` with the disk cache ``cache_dir`` (None: memory only).
+    """This process's session for the model ``model_name`` (its ``weights`` and ``decoder`` files) on ``device``
+    with the disk cache ``cache_dir`` (None: memory only).
 
-    Made on first use and kept, like the model, which is loaded once per weights file
+    Made on first use and kept, like the model, which is loaded once per model, files
     and device and shared by the sessions of every cache folder. The cache keeps
     nothing in memory: batch work uses each slice once.
     """
-    key = (weights, device, cache_dir)
+    model_key = (weights, device, model_name, decoder)
+    key = (*model_key, cache_dir)
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None:
-            model = _MODELS.get((weights, device))
+            model = _MODELS.get(model_key)
             cache = EmbeddingCache(memory_bytes=0, directory=cache_dir)
-            session = Session(model, cache, weights=weights, device=device, threads=threads)
+            session = Session(
+                model, cache, weights=weights, device=device, threads=threads, model_name=model_name, decoder=decoder
+            )
             _SESSIONS[key] = session
     if not session.has_model:
         model = session.model()
         with _LOCK:
-            _MODELS.setdefault((weights, device), model)
+            _MODELS.setdefault(model_key, model)
     return session
 
 

@@ -1,90 +1,41 @@
-"""MobileSAM weights: a hash-checked download cache, and loading them into the model.
+"""Loading a model by name: its files from the download cache or local paths, into MobileSAM and its instance decoder.
 
 Environment variables:
 
+- ``NAPARI_MOBILESAM_MODEL``: the model loaded when none is named (default ``mobile_sam``;
+  the names are those of :mod:`~napari_mobilesam.engine.model_registry`).
 - ``NAPARI_MOBILESAM_WEIGHTS``: path of a ``mobile_sam.pt`` to use instead of the
   cached official file (nothing is downloaded then).
-- ``NAPARI_MOBILESAM_WEIGHTS_URL``: where to download the weights from (a mirror);
+- ``NAPARI_MOBILESAM_WEIGHTS_URL``: where to download ``mobile_sam.pt`` from (a mirror);
   the file must still be the official one (its SHA-256 is checked).
+- ``NAPARI_MOBILESAM_MODELS_URL``: a mirror of every model file (see :mod:`~napari_mobilesam.engine.downloads`).
 - ``NAPARI_MOBILESAM_CACHE``: the cache folder (default: the user cache folder of
   the OS, e.g. ``~/.cache/napari-mobilesam``); weights live in its ``weights/``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import dataclasses
 import os
 import re
-import sys
-import tempfile
 from pathlib import Path
 
-import pooch
-import requests
 import torch
-from pooch.downloaders import choose_downloader
 
 from ..errors import MobileSAMError
 from ..model.mobile_sam import MobileSAM, build_mobile_sam
-from .cache_folder import CACHE_ENV, cache_dir
-from .checkpoint import WEIGHTS_FILENAME, check_fits, load_state_dict
+from .cache_folder import CACHE_ENV
+from .checkpoint import WEIGHTS_FILENAME, check_fits, load_state_dict  # noqa: F401 -- load_state_dict: public here
+from .checkpoint_formats import build_decoder, read_decoder_file, read_sam_checkpoint
 from .device import DEVICE_ENV, resolve_device
+from .downloads import MODELS_URL_ENV, cached_path, env_value, fetch_file, file_digest, file_sha256, source_url
 from .malloc_tuning import keep_freed_memory
+from .model_registry import MODEL_ENV, MODELS, WEIGHTS_ENV, WEIGHTS_URL_ENV, ModelSpec, model_spec
 
-OFFICIAL_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
-OFFICIAL_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
-OFFICIAL_SIZE = 40728226  # bytes
-
-WEIGHTS_ENV = "NAPARI_MOBILESAM_WEIGHTS"
-WEIGHTS_URL_ENV = "NAPARI_MOBILESAM_WEIGHTS_URL"
-
-# (resolved path, size in bytes, mtime in ns) -> sha256 hex, so loading the same file again does not rehash it.
-_SHA256_MEMO: dict[tuple[str, int, int], str] = {}
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
-def _default_cache_dir() -> Path:
-    # download_weights() has a parameter named cache_dir that shadows the public function.
-    return cache_dir()
-
-
-def _weights_file(root: Path) -> Path:
-    return root / "weights" / WEIGHTS_FILENAME
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 (hex) of a file's content, read in 1 MiB chunks.
-
-    Remembered per (path, size, modification time), so asking again for an
-    unchanged file costs one ``stat``.
-    """
-    path = Path(path).resolve()
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    digest = _SHA256_MEMO.get(key)
-    if digest is None:
-        digest = _hash_file(path)
-        _SHA256_MEMO[key] = digest
-    return digest
-
-
-def _hash_file(path: str | os.PathLike) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            sha.update(chunk)
-    return sha.hexdigest()
-
-
-def _want_progressbar() -> bool:
-    # tqdm is optional: a bar only when it is installed and someone watches the terminal.
-    stderr = sys.stderr
-    return importlib.util.find_spec("tqdm") is not None and stderr is not None and stderr.isatty()
+_MOBILE_SAM = MODELS["mobile_sam"].sam
+OFFICIAL_URL = _MOBILE_SAM.url
+OFFICIAL_SHA256 = _MOBILE_SAM.known_hash.removeprefix("sha256:")
+OFFICIAL_SIZE = _MOBILE_SAM.size  # bytes
 
 
 def download_weights(
@@ -96,7 +47,7 @@ def download_weights(
 
     The file is stored as ``<cache_dir>/weights/mobile_sam.pt`` and checked
     against ``sha256``. When it is already there with the right hash, nothing
-    touches the network.
+    touches the network. (Other models' files: :func:`load_model` with ``model=``.)
 
     Parameters
     ----------
@@ -122,206 +73,194 @@ def download_weights(
         to put the file by hand), the file has the wrong hash (it is deleted),
         or the cache folder cannot be written.
     """
-    url = url or _env(WEIGHTS_URL_ENV) or OFFICIAL_URL
     expected = (sha256 or OFFICIAL_SHA256).strip().lower().removeprefix("sha256:")
     if not re.fullmatch(r"[0-9a-f]{64}", expected):
         raise MobileSAMError(f"sha256={sha256!r} is not a SHA-256 digest; give its 64 hexadecimal digits.")
-    root = Path(cache_dir).expanduser().absolute() if cache_dir is not None else _default_cache_dir()
-    target = _weights_file(root)
-
-    stale_note = ""
-    if target.is_file():
-        found = file_sha256(target)
-        if found == expected:
-            return target
-        stale_note = f" The file already at {target} has SHA-256 {found}, not {expected}; it was left as it is."
-
-    _ensure_writable(target.parent, url)
-
-    received: dict[str, object] = {}
-
-    def download(source_url: str, output_file: str, pooch_instance: object) -> None:
-        downloader = choose_downloader(source_url, progressbar=_want_progressbar())
-        downloader(source_url, output_file, pooch_instance)
-        # Recorded so a hash mismatch can report what arrived; pooch deletes the file itself.
-        received["sha256"] = _hash_file(output_file)
-        received["size"] = os.path.getsize(output_file)
-
-    by_hand = (
-        f"To install the weights by hand, download {url} on a machine with internet access and copy it "
-        f"to {target}, or set {WEIGHTS_ENV}=/path/to/{WEIGHTS_FILENAME}."
-    )
-    try:
-        pooch.retrieve(
-            url,
-            known_hash=f"sha256:{expected}",
-            fname=WEIGHTS_FILENAME,
-            path=target.parent,
-            downloader=download,
-        )
-    except requests.exceptions.HTTPError as error:
-        status = error.response.status_code if error.response is not None else "?"
-        raise MobileSAMError(
-            f"Downloading the MobileSAM weights from {url} failed with HTTP status {status}. {by_hand}{stale_note}"
-        ) from error
-    except requests.exceptions.RequestException as error:
-        raise MobileSAMError(
-            f"Could not download the MobileSAM weights from {url} (no network connection, or the server "
-            f"did not answer: {type(error).__name__}). {by_hand}{stale_note}"
-        ) from error
-    except ValueError as error:
-        got = received.get("sha256")
-        if got is None or got == expected:  # not a hash mismatch: pooch refused the URL, e.g. an unknown protocol
-            reason = str(error).rstrip(".")
-            raise MobileSAMError(f"Cannot download the MobileSAM weights from {url!r}: {reason}. {by_hand}") from error
-        size_note = ""
-        if expected == OFFICIAL_SHA256:
-            size_note = f" ({received['size']} bytes arrived; the official file has {OFFICIAL_SIZE})"
-        raise MobileSAMError(
-            f"The file downloaded from {url} is not the expected MobileSAM weights: SHA-256 expected "
-            f"{expected}, got {got}{size_note}. The download was deleted. Check the URL "
-            f"({WEIGHTS_URL_ENV} if you set it) or the expected hash. {by_hand}"
-        ) from error
-    except OSError as error:
-        raise MobileSAMError(
-            f"Could not write the MobileSAM weights to {target.parent} ({error}). Free some disk space or set "
-            f"{CACHE_ENV} to another folder. {by_hand}"
-        ) from error
-    _remember_sha256(target, expected)
-    return target
+    size = OFFICIAL_SIZE if expected == OFFICIAL_SHA256 else None
+    file = dataclasses.replace(_MOBILE_SAM, known_hash=f"sha256:{expected}", size=size)
+    return _fetch(file, "the MobileSAM weights", url=url, root=cache_dir)
 
 
-def _remember_sha256(path: Path, digest: str) -> None:
-    # pooch has just verified this digest; spare load_model() another 40 MB read.
-    path = path.resolve()
-    stat = path.stat()
-    _SHA256_MEMO[(str(path), stat.st_size, stat.st_mtime_ns)] = digest
+def _fetch(file, what: str, url: str | None = None, root=None) -> Path:
+    also = f", or set {file.path_env}=/path/to/{file.filename}" if file.path_env else ""
+    return fetch_file(file, what=what, url=url, root=root, by_hand_also=also)
 
 
-def _ensure_writable(folder: Path, url: str) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder):
-            pass
-    except OSError as error:
-        raise MobileSAMError(
-            f"Cannot write to the weights cache folder {folder} ({error.strerror or error}). Set {CACHE_ENV} "
-            f"to a folder you can write to, or download {url} yourself and set "
-            f"{WEIGHTS_ENV}=/path/to/{WEIGHTS_FILENAME}."
-        ) from error
+def _sam_path(spec: ModelSpec, checkpoint) -> Path:
+    """The SAM weights file: ``checkpoint``, the file's environment override, or the cached download."""
+    if checkpoint is not None:
+        return Path(checkpoint).expanduser()
+    file = spec.sam
+    if file.path_env and (from_env := env_value(file.path_env)) is not None:
+        path = Path(from_env).expanduser()
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            raise MobileSAMError(
+                f"{file.path_env} points to {path}, which {what}. Set it to the path of {file.filename}, or unset "
+                f"it to use the official weights (downloaded once to {cached_path(file)})."
+            )
+        return path
+    return _fetch(file, file_label(spec, "weights"))
 
 
-def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None) -> MobileSAM:
-    """MobileSAM with weights loaded, in eval mode, on ``device``.
+def _decoder_path(spec: ModelSpec, decoder) -> Path | None:
+    if decoder is not None:
+        return Path(decoder).expanduser()
+    return None if spec.decoder is None else _fetch(spec.decoder, file_label(spec, "decoder"))
+
+
+def file_label(spec: ModelSpec, kind: str) -> str:
+    """How messages name a model's ``"weights"`` or ``"decoder"`` file: ``"the MobileSAM weights"``, ..."""
+    if kind == "decoder":
+        return f"the {spec.name} instance decoder"
+    return f"the {spec.name} weights" if spec.has_decoder else "the MobileSAM weights"
+
+
+def load_model(
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    *,
+    model: str | None = None,
+    decoder: str | os.PathLike | None = None,
+) -> MobileSAM:
+    """A registered model (MobileSAM weights and, if it has one, micro-sam's instance decoder), eval mode, on ``device``.
 
     Parameters
     ----------
     checkpoint
-        Path of a MobileSAM state dict (``mobile_sam.pt``). ``None``: the file
-        named by ``NAPARI_MOBILESAM_WEIGHTS`` when set, else the official
-        weights from :func:`download_weights` (downloaded once, then cached).
+        A local SAM weights file instead of the model's own: a MobileSAM state
+        dict, or a micro-sam checkpoint (its ``decoder_state`` is then the
+        decoder). ``None``: for ``mobile_sam`` the file named by
+        ``NAPARI_MOBILESAM_WEIGHTS`` when set, else the model's file from the
+        download cache (downloaded once, hash-checked).
     device
         See :func:`~napari_mobilesam.engine.device.resolve_device`; ``None`` reads
         ``NAPARI_MOBILESAM_DEVICE`` or picks CUDA, MPS, then CPU.
+    model
+        A registered name (:data:`~napari_mobilesam.engine.model_registry.MODELS`):
+        ``"mobile_sam"``, ``"vit_t_lm"``, ``"vit_t_em_organelles"``. ``None``:
+        ``NAPARI_MOBILESAM_MODEL``, else ``"mobile_sam"``. It decides the default
+        files, the input normalisation and the AIS defaults.
+    decoder
+        A local instance decoder file instead of the model's own (a plain decoder
+        state dict, or a micro-sam checkpoint with a ``decoder_state``).
 
     Returns
     -------
     MobileSAM
-        With ``weights_path`` (absolute path, str) and ``weights_sha256`` (hex
-        SHA-256 of the file) set, which the embedding cache keys on.
+        With ``model_name``, ``input_normalization``, ``weights_path`` (absolute,
+        str) and ``weights_sha256`` (hex SHA-256 of the file; the embedding cache
+        keys on it), and ``instance_decoder``: the
+        :class:`~napari_mobilesam.model.instance_decoder.InstanceDecoder` (with its
+        own ``weights_path`` and ``weights_sha256``) or None. The decoder is kept
+        outside the module tree, so ``state_dict()`` stays ``mobile_sam.pt``'s.
 
     Example::
 
-        model = load_model()  # official weights, downloaded once
+        model = load_model()                    # official MobileSAM weights, downloaded once
+        model = load_model(model="vit_t_lm")    # micro-sam's light-microscopy model and its decoder
         model = load_model("/data/mobile_sam.pt", device="cpu")
 
     Raises
     ------
     MobileSAMError
-        The device is unavailable, the weights cannot be fetched or read, or
-        the checkpoint is not MobileSAM's (the message says what it looks like).
+        An unknown model name, an unavailable device, files that cannot be
+        fetched or read, or a checkpoint or decoder that does not fit (the
+        message says what it looks like).
     """
-    target_device = resolve_device(device)  # before a possible 40 MB download
+    target_device = resolve_device(device)  # before a possible download
+    spec = model_spec(model)
     keep_freed_memory()
-    if checkpoint is not None:
-        path = Path(checkpoint).expanduser()
-    elif (from_env := _env(WEIGHTS_ENV)) is not None:
-        path = Path(from_env).expanduser()
-        if not path.is_file():
-            what = "is a folder" if path.is_dir() else "does not exist"
-            raise MobileSAMError(
-                f"{WEIGHTS_ENV} points to {path}, which {what}. Set it to the path of {WEIGHTS_FILENAME}, or unset "
-                f"it to use the official weights (downloaded once to {_weights_file(_default_cache_dir())})."
-            )
-    else:
-        path = download_weights()
-
-    state = load_state_dict(path)
-    model = build_mobile_sam()
-    check_fits(model.state_dict(), state, path)
+    path = _sam_path(spec, checkpoint)
+    contents = read_sam_checkpoint(path)
+    sam = build_mobile_sam()
+    check_fits(sam.state_dict(), contents.sam, path)
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:  # _check_fits covers keys and shapes; this is a safety net
+        sam.load_state_dict(contents.sam, strict=True)
+    except RuntimeError as error:  # check_fits covers keys and shapes; this is a safety net
         raise MobileSAMError(f"{path} does not fit MobileSAM: {error}. Use MobileSAM's {WEIGHTS_FILENAME}.") from error
-    model.to(target_device).eval()
-    model.weights_path = str(path.resolve())
-    model.weights_sha256 = file_sha256(path)
+    sam.to(target_device).eval()
+    sam.weights_path = str(path.resolve())
+    sam.weights_sha256 = file_sha256(path)
+
+    instance_decoder = None
+    decoder_file = path if decoder is None and contents.decoder is not None else _decoder_path(spec, decoder)
+    if decoder_file is not None:
+        state = contents.decoder if decoder_file is path else read_decoder_file(decoder_file)
+        instance_decoder = build_decoder(state, decoder_file).to(target_device)
+        instance_decoder.weights_path = str(decoder_file.resolve())
+        instance_decoder.weights_sha256 = file_sha256(decoder_file)
+    return attach_instance_decoder(sam, instance_decoder, model_name=spec.name, normalization=spec.normalization)
+
+
+def attach_instance_decoder(model, decoder, *, model_name: str | None = None, normalization: str | None = None):
+    """Give ``model`` (a MobileSAM) ``decoder`` as its ``instance_decoder`` (None: none), and optionally its
+    registry name and input normalisation; returns ``model``.
+
+    The decoder is kept outside the module tree (``model.state_dict()`` and
+    ``model.to()`` leave it alone; it runs on its own device).
+    """
+    object.__setattr__(model, "instance_decoder", decoder)  # not a submodule: see the docstring
+    if model_name is not None:
+        model.model_name = model_name
+    if normalization is not None:
+        model.input_normalization = normalization
     return model
 
 
-def check_weights(path: str | os.PathLike) -> None:
+def check_weights(path: str | os.PathLike) -> bool:
     """Raise :class:`MobileSAMError` unless ``path`` reads as MobileSAM's weights (as :func:`load_model` would).
 
     Reads the file and checks its keys and shapes, without moving anything to a
     device: what a run checks before it creates anything, when the model itself
-    is loaded elsewhere (on dask workers).
+    is loaded elsewhere (on dask workers). Returns whether the file holds an
+    instance decoder too (a micro-sam checkpoint), which is then checked as well.
     """
     path = Path(path).expanduser()
-    check_fits(build_mobile_sam().state_dict(), load_state_dict(path), path)
+    contents = read_sam_checkpoint(path)
+    check_fits(build_mobile_sam().state_dict(), contents.sam, path)
+    if contents.decoder is not None:
+        build_decoder(contents.decoder, path)
+    return contents.decoder is not None
 
 
-def weights_status() -> dict:
-    """Where the weights that :func:`load_model` would use are, and which overrides are in effect.
+def check_decoder(path: str | os.PathLike) -> None:
+    """Raise :class:`MobileSAMError` unless ``path`` reads as micro-sam's instance decoder."""
+    path = Path(path).expanduser()
+    build_decoder(read_decoder_file(path), path)
 
-    Returns a dict with:
 
-    - ``path`` (str): the file ``load_model()`` would read (``NAPARI_MOBILESAM_WEIGHTS``
-      or the cached official file); ``present`` (bool): whether it exists.
-    - ``source``: ``"NAPARI_MOBILESAM_WEIGHTS"`` or ``"cache"``.
-    - ``cache_path`` (str), ``cache_present`` (bool), ``cache_verified`` (bool or
-      ``None`` when absent): the cached official file and whether its SHA-256 matches.
-    - ``url``: where a download would come from; ``sha256``, ``size``: the official file's.
-    - ``overrides``: the napari-mobilesam environment variables that are set, name -> value.
+def resolve_model_files(
+    model: str | None, weights: str | os.PathLike | None, decoder: str | os.PathLike | None
+) -> tuple[str, str | None]:
+    """``(SAM weights file, decoder file or None)`` a run of ``model`` uses, checked to exist, downloaded if needed.
+
+    The decoder is None when the model has none, or when ``weights`` is a
+    micro-sam checkpoint that holds it. What a command line resolves before
+    anything is created, so that dask workers only read local files.
     """
-    overrides = {name: os.environ[name] for name in (WEIGHTS_ENV, WEIGHTS_URL_ENV, CACHE_ENV, DEVICE_ENV) if _env(name)}
-    cached = _weights_file(_default_cache_dir())
-    cache_verified = None
-    if cached.is_file():
-        try:
-            cache_verified = file_sha256(cached) == OFFICIAL_SHA256
-        except OSError:
-            cache_verified = False
-    from_env = _env(WEIGHTS_ENV)
-    path = Path(from_env).expanduser() if from_env else cached
-    return {
-        "path": str(path),
-        "present": path.is_file(),
-        "source": WEIGHTS_ENV if from_env else "cache",
-        "cache_path": str(cached),
-        "cache_present": cached.is_file(),
-        "cache_verified": cache_verified,
-        "url": _env(WEIGHTS_URL_ENV) or OFFICIAL_URL,
-        "sha256": OFFICIAL_SHA256,
-        "size": OFFICIAL_SIZE,
-        "overrides": overrides,
-    }
+    spec = model_spec(model, option="--model")
+    sam = _existing(weights, "--weights", f"the SAM weights file ({spec.sam.filename})") if weights else None
+    sam = sam or _sam_path(spec, None)
+    if decoder is not None:
+        return str(sam), str(_existing(decoder, "--decoder", "the instance decoder file"))
+    if spec.decoder is None or (weights is not None and read_sam_checkpoint(sam).decoder is not None):
+        return str(sam), None
+    return str(sam), str(_decoder_path(spec, None))
+
+
+def _existing(path: str | os.PathLike, option: str, what: str) -> Path:
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        state = "is a folder" if path.is_dir() else "does not exist"
+        raise MobileSAMError(f"{option}: {path} {state}. Give the path of {what}.")
+    return path
 
 
 def resolve_weights(weights: str | os.PathLike | None) -> Path:
-    """The weights file a run uses (checked to exist): ``weights``, ``NAPARI_MOBILESAM_WEIGHTS``, or the download."""
-    if weights is None and os.environ.get(WEIGHTS_ENV, "").strip():
-        weights = os.environ[WEIGHTS_ENV].strip()
-        source = f"{WEIGHTS_ENV}={weights}"
+    """The ``mobile_sam`` weights file a run uses (checked to exist): ``weights``, ``NAPARI_MOBILESAM_WEIGHTS``, or the download."""
+    if weights is None and (from_env := env_value(WEIGHTS_ENV)):
+        source, weights = f"{WEIGHTS_ENV}={from_env}", from_env
     else:
         source = f"--weights {weights}"
     if weights is None:
@@ -331,3 +270,54 @@ def resolve_weights(weights: str | os.PathLike | None) -> Path:
         what = "is a folder" if path.is_dir() else "does not exist"
         raise MobileSAMError(f"{source}: {path} {what}. Give the path of the MobileSAM weights file (mobile_sam.pt).")
     return path
+
+
+def weights_status(model: str | None = None) -> dict:
+    """Where the SAM weights that :func:`load_model` would use for ``model`` are, and which overrides are in effect.
+
+    Returns a dict with:
+
+    - ``model`` (str): the model's name;
+    - ``path`` (str): the file ``load_model()`` would read (``NAPARI_MOBILESAM_WEIGHTS``
+      for ``mobile_sam``, or the cached file); ``present`` (bool): whether it exists.
+    - ``source``: ``"NAPARI_MOBILESAM_WEIGHTS"`` or ``"cache"``.
+    - ``cache_path`` (str), ``cache_present`` (bool), ``cache_verified`` (bool or
+      ``None`` when absent): the cached file and whether its hash matches.
+    - ``url``: where a download would come from; ``sha256`` (``mobile_sam.pt``'s), ``hash``, ``size``.
+    - ``overrides``: the napari-mobilesam environment variables that are set, name -> value.
+    """
+    spec = model_spec(model)
+    names = (MODEL_ENV, WEIGHTS_ENV, WEIGHTS_URL_ENV, MODELS_URL_ENV, CACHE_ENV, DEVICE_ENV)
+    overrides = {name: os.environ[name] for name in names if env_value(name)}
+    status = file_status(spec.sam)
+    from_env = env_value(spec.sam.path_env) if spec.sam.path_env else None
+    path = Path(from_env).expanduser() if from_env else Path(status["cache_path"])
+    return {
+        "model": spec.name,
+        "path": str(path),
+        "present": path.is_file(),
+        "source": spec.sam.path_env if from_env else "cache",
+        **status,
+        "sha256": OFFICIAL_SHA256,
+        "overrides": overrides,
+    }
+
+
+def file_status(file) -> dict:
+    """A registry file in the cache: ``cache_path``, ``cache_present``, ``cache_verified``, ``url``, ``hash``, ``size``."""
+    cached = cached_path(file)
+    verified = None
+    if cached.is_file():
+        algorithm, _, expected = file.known_hash.partition(":")
+        try:
+            verified = file_digest(cached, algorithm) == expected
+        except OSError:
+            verified = False
+    return {
+        "cache_path": str(cached),
+        "cache_present": cached.is_file(),
+        "cache_verified": verified,
+        "url": source_url(file),
+        "hash": file.known_hash,
+        "size": file.size,
+    }

@@ -57,6 +57,8 @@ def segment_to_file(
     from ..engine.weights import file_sha256
 
     fingerprint = {"input": image.fingerprint, "weights_sha256": file_sha256(job.weights), "job": job_fingerprint(job)}
+    if job.decoder is not None:
+        fingerprint["decoder_sha256"] = file_sha256(job.decoder)
     store = SliceStore.open(output, fingerprint, image.n_slices, plane_shape, resume=resume)
     try:
         resumed = _segment_slices(store, image, job, scheduler, workers, progress)
@@ -76,6 +78,7 @@ def segment_to_file(
                 "params": dict(job.params),
                 "link_3d": link.link_3d,
                 "weights_sha256": fingerprint.get("weights_sha256"),
+                "model": job.model,
             }
         }
         write_labels(output, planes, image.labels_shape, overwrite=overwrite, attributes=attributes)
@@ -126,6 +129,7 @@ def job_fingerprint(job: SliceJob) -> dict:
         "contrast_limits": job.contrast_limits,
         "sampler": job.sampler,
         "params": sorted(job.params),
+        **({"model": job.model} if job.model is not None else {}),
     }
 
 

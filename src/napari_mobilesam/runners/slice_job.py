@@ -32,8 +32,10 @@ class SliceJob:
     describe the whole stack (the cache files a slice by its place in it);
     ``weights`` is a path every worker can read; ``cache_dir`` the disk cache
     folder (``None``: memory only); ``threads``: torch threads per worker
-    process (``None``: torch's default); ``params``: segment-everything
-    parameters as ``(name, value)`` pairs.
+    process (``None``: torch's default); ``params``: the sampler's settings
+    as ``(name, value)`` pairs; ``model``: the registered model's name (its
+    normalisation and defaults); ``decoder``: its instance decoder file, a
+    path every worker can read (``None``: none, or inside ``weights``).
     """
 
     task: str
@@ -48,6 +50,8 @@ class SliceJob:
     contrast_limits: tuple[float, float] | None = None
     sampler: str = "grid"
     params: tuple[tuple[str, object], ...] = field(default_factory=tuple)
+    model: str | None = None
+    decoder: str | None = None
 
     @property
     def leading_shape(self) -> tuple[int, ...]:
@@ -75,7 +79,9 @@ def run_slice(job: SliceJob, slice_index: int, plane: np.ndarray):
     """Process one slice: ``segment`` -> its labels (int32, objects ``1..n``), ``embed`` -> the cache's source."""
     from ..engine.session import process_session
 
-    session = process_session(job.weights, job.device, job.cache_dir, job.threads)
+    session = process_session(
+        job.weights, job.device, job.cache_dir, job.threads, model_name=job.model, decoder=job.decoder
+    )
     predictor = session.thread_predictor()
     plane = np.asarray(plane)
     slot = {"image_id": job.image_id, "slice_index": int(slice_index), "n_slices": job.n_slices}

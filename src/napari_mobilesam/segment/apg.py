@@ -36,7 +36,7 @@ and ``prompt_function``; differences in the prompts themselves are listed in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 
 import numpy as np
 import torch
@@ -49,6 +49,7 @@ from .apg_prompts import extended_boxes, point_prompts
 from .instance_params import APGParams
 from .instance_watershed import check_maps
 from .nms import masks_to_boxes
+from .steps import run_steps
 
 Decoder = Callable[[Prompts, bool], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[[int, int], None]
@@ -207,6 +208,14 @@ def segment_apg(
     params = params if params is not None else APGParams.from_kwargs(**kwargs)
     if (predictor is None) == (decoder is None):
         raise MobileSAMError("APG decodes with a predictor or a stand-in decoder: pass exactly one of them.")
+    return run_steps(apg_steps(embedding, maps, predictor, decoder=decoder, params=params), progress)
+
+
+def apg_steps(
+    embedding: ImageEmbedding, maps, predictor=None, *, decoder: Decoder | None = None, params: APGParams
+) -> Generator[tuple[int, int], None, np.ndarray]:
+    """Generator: :func:`segment_apg`, yielding ``(steps done, steps in total)`` between prompt batches; returns
+    the labels. For a GUI worker, which can stop it between two batches; ``predictor`` or ``decoder`` decodes."""
     if not isinstance(embedding, ImageEmbedding):
         raise MobileSAMError(f"APG needs the image's ImageEmbedding, got {type(embedding).__name__}.")
     maps = check_maps(maps)
@@ -220,7 +229,6 @@ def segment_apg(
         if predictor.embedding is not embedding:
             predictor.set_embedding(embedding)
         decoder = predictor.decode_low_res
-    report = progress if progress is not None else (lambda done, total: None)
 
     points = point_prompts(
         maps, params.foreground_threshold, params.center_distance_threshold, params.boundary_distance_threshold
@@ -234,16 +242,16 @@ def segment_apg(
         if step == len(batches):  # the second round: every mask's box replaces its point
             boxes, found = extended_boxes(np.array(found.boxes), shape), _Masks()
         batch = batches[step % len(batches)]
-        report(step, total)
+        yield step, total
         if step < len(batches):
             prompts = check_prompts(points[batch, None], np.ones((batch.stop - batch.start, 1)), None, None, shape)
         else:
             prompts = check_prompts(None, None, boxes[batch], None, shape)
         _decode_into(found, decoder, prompts, embedding, params)
 
-    report(total - 1, total)
+    yield total - 1, total
     large = [k for k in range(count) if found.areas[k] > params.min_size]
     kept = mask_nms(found, large, params.nms_threshold, params.intersection_over_min)
     labels = paint_largest_first(shape, found, kept, params.min_size)
-    report(total, total)
+    yield total, total
     return labels

@@ -1,6 +1,8 @@
 """Segment everything: prompt the whole image, keep the good and distinct masks, paint one label image.
 
-Two samplers choose the prompts:
+Four samplers: ``"ais"`` and ``"apg"`` run micro-sam's instance decoder on
+the embedding (:mod:`napari_mobilesam.segment.instance_everything`; models
+that have one, such as ``vit_t_lm``). Two choose prompts for SAM alone:
 
 - ``"grid"``: SAM's automatic mask generator. A ``points_per_side`` x
   ``points_per_side`` grid of single-point prompts, three candidate masks
@@ -57,7 +59,7 @@ from ..engine.prompts import Prompts
 from ..errors import MobileSAMError
 from .label_image import MASK_THRESHOLD, LowResFrame, paint_labels, remove_small_regions, tighten
 from .nms import masks_to_boxes, nms
-from .params import EverythingParams
+from .params import INSTANCE_SAMPLERS, sampler_settings
 from .prompt_sampling import (
     box_prompts,
     check_boxes,
@@ -67,6 +69,7 @@ from .prompt_sampling import (
     point_prompts,
     prompt_batches,
 )
+from .steps import run_steps
 
 Decoder = Callable[[Prompts, bool], tuple[torch.Tensor, torch.Tensor]]
 Progress = Callable[[int, int], None]
@@ -106,7 +109,7 @@ class EverythingSegmenter:
 
     Args:
         model: a MobileSAM model; default: the default session's (loaded once, on first use).
-        sampler: ``"grid"`` or ``"boxes"`` (see the module doc).
+        sampler: ``"grid"``, ``"boxes"``, ``"ais"`` or ``"apg"`` (see the module doc).
         proposer: for ``"boxes"``: ``(H, W, 3)`` uint8 RGB -> ``(N, 4)`` ``(x0, y0, x1, y1)``
             pixel boxes (see :mod:`napari_mobilesam.segment.box_proposals`); default
             :class:`~napari_mobilesam.segment.box_proposals.ForegroundBoxProposer`.
@@ -116,7 +119,7 @@ class EverythingSegmenter:
             image, logits in the model's low-res frame. The image is then not encoded.
         predictor: a :class:`~napari_mobilesam.engine.predictor.Predictor` to encode and decode
             with (its current image becomes the one segmented).
-        **params: the settings of :class:`EverythingParams`.
+        **params: the sampler's settings (see :func:`~napari_mobilesam.segment.params.sampler_settings`).
     """
 
     def __init__(
@@ -135,33 +138,46 @@ class EverythingSegmenter:
             raise MobileSAMError(
                 f"decoder must be a callable like Predictor.decode_low_res, got {type(decoder).__name__}."
             )
-        self.params = EverythingParams.from_kwargs(sampler=sampler, **params)
+        #: SAM's settings (grid, boxes), and the instance sampler's (ais, apg) or None.
+        self.params, self.instance_params = sampler_settings(sampler, params)
         self.sampler = self.params.sampler
         self.model = model
         self.proposer = proposer
         self.decoder = decoder
         self.predictor = predictor
 
-    def __call__(self, image_or_embedding, *, image=None, contrast_limits=None, progress: Progress | None = None):
+    def __call__(
+        self, image_or_embedding, *, image=None, contrast_limits=None, maps=None, progress: Progress | None = None
+    ):
         """Run :meth:`steps` to the end and return the ``(H, W)`` int32 labels."""
-        steps = self.steps(image_or_embedding, image=image, contrast_limits=contrast_limits)
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as finished:
-                return finished.value
-            if progress is not None:
-                progress(done, total)
+        steps = self.steps(image_or_embedding, image=image, contrast_limits=contrast_limits, maps=maps)
+        return run_steps(steps, progress)
 
     def steps(
-        self, image_or_embedding, *, image=None, contrast_limits=None
+        self, image_or_embedding, *, image=None, contrast_limits=None, maps=None
     ) -> Generator[tuple[int, int], None, np.ndarray]:
         """Generator: yields ``(steps done, steps in total)`` and returns the labels.
 
         For napari's ``thread_worker``: the labels arrive as the worker's
-        ``returned`` value. See :func:`segment_everything` for the arguments.
+        ``returned`` value. See :func:`segment_everything` for the arguments;
+        ``maps``: the ``(3, H, W)`` instance maps of the image, when known (``"ais"``, ``"apg"``).
         """
         embedding, image = _split_input(image_or_embedding, image)
+        if self.sampler in INSTANCE_SAMPLERS:
+            from .instance_everything import instance_steps
+
+            return (
+                yield from instance_steps(
+                    self.sampler,
+                    self.instance_params,
+                    self._predictor(),
+                    embedding=embedding,
+                    image=image,
+                    contrast_limits=contrast_limits,
+                    maps=maps,
+                    decoder=self.decoder,
+                )
+            )
         original_size = embedding.original_size if embedding is not None else image.shape[:2]
         input_size = embedding.input_size if embedding is not None else preprocess_shape(*original_size)
         encode = self.decoder is None and embedding is None
@@ -170,8 +186,11 @@ class EverythingSegmenter:
                 "The boxes sampler finds its boxes in the pixels: pass the image too "
                 "(segment_everything(embedding, image=image, ...)), or use sampler='grid'."
             )
-        # What the model (and the proposer) see: 8-bit RGB through the contrast limits.
-        rgb = to_uint8_rgb(image, contrast_limits) if encode or self.sampler == "boxes" else None
+        # What the proposer sees: 8-bit RGB through the contrast limits (or the model's own normalisation).
+        rgb = None
+        if self.sampler == "boxes":
+            rgb = self._predictor().input_rgb(image, contrast_limits) if self.decoder is None else None
+            rgb = to_uint8_rgb(image, contrast_limits) if rgb is None else rgb
 
         if self.sampler == "grid":
             width_height = np.array([original_size[1], original_size[0]], dtype=np.float64)
@@ -188,7 +207,7 @@ class EverythingSegmenter:
             predictor = self._predictor()
             if encode:
                 yield done, total
-                predictor.set_image(rgb)
+                predictor.set_image(image, contrast_limits)
                 done += 1
             elif predictor.embedding is not embedding:
                 predictor.set_embedding(embedding)
@@ -219,6 +238,13 @@ class EverythingSegmenter:
         return labels
 
     # -- the pipeline ----------------------------------------------------------
+
+    def require_instance_decoder(self) -> None:
+        """For ``"ais"``/``"apg"``: raise unless the model has an instance decoder (before any slow work)."""
+        if self.sampler in INSTANCE_SAMPLERS:
+            from .instance_everything import instance_decoder_of
+
+            instance_decoder_of(self._predictor().model, self.sampler)
 
     def _predictor(self):
         if self.predictor is None:
@@ -296,11 +322,15 @@ def segment_everything(
 ) -> np.ndarray:
     """Segment every object of one 2D image into a label image.
 
+    ``"ais"``/``"apg"`` need a model with micro-sam's instance decoder (``load_model(model="vit_t_lm")``) and
+    keep micro-sam's ``generate()`` defaults (per model: :func:`~napari_mobilesam.segment.params.settings_for_model`).
+
     Args:
         image_or_embedding: ``(H, W)`` grey or ``(H, W, 3|4)`` colour image, or
             its :class:`~napari_mobilesam.engine.embedding.ImageEmbedding` (no encoding then).
         model: a MobileSAM model; default :func:`napari_mobilesam.load_model`.
-        sampler: ``"grid"`` (SAM's point grid) or ``"boxes"`` (box proposals, MobileSAMv2).
+        sampler: ``"grid"`` (SAM's point grid), ``"boxes"`` (box proposals, MobileSAMv2),
+            ``"ais"`` (micro-sam's watershed on the decoder's maps) or ``"apg"`` (prompts from the maps).
         image: the image of an embedding, for the ``"boxes"`` sampler's proposer.
         contrast_limits: ``(low, high)`` display range mapped to 0..255 (as in
             :meth:`Predictor.embed <napari_mobilesam.engine.predictor.Predictor.embed>`).
@@ -314,18 +344,21 @@ def segment_everything(
         **params: :class:`EverythingParams` (SAM's names): ``points_per_side=32``,
             ``points_per_batch=64``, ``pred_iou_thresh=0.88``, ``stability_score_thresh=0.95``,
             ``stability_score_offset=1.0``, ``box_nms_thresh=0.7``, ``min_mask_region_area=0``,
-            ``boxes_per_batch=64``.
+            ``boxes_per_batch=64``; ``"ais"``: :class:`~napari_mobilesam.segment.instance_params.WatershedParams`
+            (``center_distance_threshold=0.5``, ``min_size=0``, ...); ``"apg"``:
+            :class:`~napari_mobilesam.segment.instance_params.APGParams`. Another sampler's setting is an error.
 
     Returns:
         ``(H, W)`` int32 labels: 0 is background, objects are ``1..N``, numbered
         in raster order of their first pixel; where masks overlap the smaller one
-        wins (see :mod:`napari_mobilesam.segment.label_image`).
+        wins (see :mod:`napari_mobilesam.segment.label_image`); ``"ais"``/``"apg"``: micro-sam's rules.
 
     Example::
 
         labels = segment_everything(image)                   # SAM's 32x32 point grid
         labels = segment_everything(image, sampler="boxes")  # one box prompt per object
         labels = segment_everything(image, points_per_side=16, pred_iou_thresh=0.8)
+        labels = segment_everything(image, load_model(model="vit_t_lm"), sampler="ais", min_size=100)
         viewer.add_labels(labels, name="everything")
     """
     segmenter = EverythingSegmenter(

@@ -1,19 +1,18 @@
 """Settings of AIS and APG with micro-sam's names and defaults, checked once; micro-sam's per-model values.
 
-Plain data (numpy only, no torch): a GUI or command line can build and check
-them without loading a model. Each bad value raises one
+Plain data (no torch): a GUI or command line can build and check them without
+loading a model. Every field is a :func:`~napari_mobilesam.segment.param_fields.setting`
+(type, range, help), so the API's check, the command line's options and the
+widget's forms come from the same declaration; a bad value raises one
 :class:`~napari_mobilesam.errors.MobileSAMError` that names it and its range.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..errors import MobileSAMError
-from .param_fields import from_kwargs
+from .param_fields import check_settings, from_kwargs, setting
 
 # micro-sam 1.8.14, micro_sam/_model_settings.py, AIS_SETTINGS (lines 3-8 and 28-33), with the
 # parameter names of InstanceSegmentationWithDecoder.generate. Its annotator (sam_annotator/util.py,
@@ -36,36 +35,24 @@ MODEL_DEFAULTS: dict[str, dict[str, float | int]] = {
 }
 
 
-def _number(owner: str, name: str, value) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or not math.isfinite(value)
-    ):
-        raise MobileSAMError(f"{owner}: {name} must be a finite number, got {value!r}.")
-    return float(value)
+# The three map thresholds AIS and APG share; the maps lie in 0..1. A distance threshold of 0 can seed
+# nothing (distances are >= 0), a foreground one of 1 keeps nothing.
+def _center_threshold():
+    return setting(
+        0.5, min=0.0, max=1.0, min_open=True, step=0.05, help="seeds: pixels whose distance to the centre is below this"
+    )
 
 
-def _in_range(owner: str, name: str, value, low: float, high: float, low_open: bool, high_open: bool) -> None:
-    number = _number(owner, name, value)
-    too_low = number <= low if low_open else number < low
-    too_high = number >= high if high_open else number > high
-    if too_low or too_high:
-        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise MobileSAMError(f"{owner}: {name} must be in {interval}, got {value!r}.")
+def _boundary_threshold():
+    return setting(
+        0.5, min=0.0, max=1.0, min_open=True, step=0.05, help="seeds: ... and whose distance to the boundary is below this"
+    )
 
 
-def _count(owner: str, name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise MobileSAMError(f"{owner}: {name} must be a whole number >= {minimum}, got {value!r}.")
-
-
-def _check_thresholds(owner: str, params) -> None:
-    """The three map thresholds shared by AIS and APG; the maps lie in 0..1."""
-    # A distance threshold of 0 can seed nothing (distances are >= 0), a foreground one of 1 keeps nothing.
-    _in_range(owner, "center_distance_threshold", params.center_distance_threshold, 0.0, 1.0, True, False)
-    _in_range(owner, "boundary_distance_threshold", params.boundary_distance_threshold, 0.0, 1.0, True, False)
-    _in_range(owner, "foreground_threshold", params.foreground_threshold, 0.0, 1.0, False, True)
+def _foreground_threshold():
+    return setting(
+        0.5, min=0.0, max=1.0, max_open=True, step=0.05, help="foreground: pixels whose foreground probability is above this"
+    )
 
 
 @dataclass(frozen=True)
@@ -81,19 +68,19 @@ class WatershedParams:
         min_size: objects with fewer pixels are removed (0 = keep all).
     """
 
-    center_distance_threshold: float = 0.5
-    boundary_distance_threshold: float = 0.5
-    foreground_threshold: float = 0.5
-    foreground_smoothing: float = 1.0
-    distance_smoothing: float = 1.6
-    min_size: int = 0
+    center_distance_threshold: float = _center_threshold()
+    boundary_distance_threshold: float = _boundary_threshold()
+    foreground_threshold: float = _foreground_threshold()
+    foreground_smoothing: float = setting(
+        1.0, min=0.0, max=100.0, step=0.1, help="Gaussian sigma in pixels for the foreground map; 0 turns it off"
+    )
+    distance_smoothing: float = setting(
+        1.6, min=0.0, max=100.0, step=0.1, help="Gaussian sigma in pixels for both distance maps; 0 turns it off"
+    )
+    min_size: int = setting(0, min=0, help="objects with fewer pixels are removed; 0 keeps all")
 
     def __post_init__(self) -> None:
-        owner = "AIS"
-        _check_thresholds(owner, self)
-        for name in ("foreground_smoothing", "distance_smoothing"):
-            _in_range(owner, name, getattr(self, name), 0.0, 100.0, False, False)
-        _count(owner, "min_size", self.min_size, 0)
+        check_settings(self)
 
     @classmethod
     def from_kwargs(cls, **params) -> WatershedParams:
@@ -129,33 +116,28 @@ class APGParams:
         refine_with_box_prompts: decode again from each mask's box (extended by 1 % per side).
     """
 
-    min_size: int = 25
-    center_distance_threshold: float = 0.5
-    boundary_distance_threshold: float = 0.5
-    foreground_threshold: float = 0.5
-    multimasking: bool = False
-    batch_size: int = 32
-    nms_threshold: float = 0.9
-    intersection_over_min: bool = False
-    mask_threshold: float | None = None
-    refine_with_box_prompts: bool = False
+    min_size: int = setting(
+        25, min=0, help="masks of at most this many pixels, and smaller pieces of the label image, are dropped"
+    )
+    center_distance_threshold: float = _center_threshold()
+    boundary_distance_threshold: float = _boundary_threshold()
+    foreground_threshold: float = _foreground_threshold()
+    multimasking: bool = setting(False, help="decode three masks per prompt and keep the best by predicted IoU")
+    batch_size: int = setting(32, min=1, help="prompts decoded together; more is faster and takes more memory")
+    nms_threshold: float = setting(
+        0.9, min=0.0, max=1.0, step=0.01, help="a mask overlapping a better one by more than this is dropped"
+    )
+    intersection_over_min: bool = setting(False, help="measure overlap as intersection over the smaller mask")
+    mask_threshold: float | None = setting(None, step=0.1, help="logit threshold of the masks; None is SAM's 0.0")
+    refine_with_box_prompts: bool = setting(False, help="decode each mask again from its box (1 % larger per side)")
 
     def __post_init__(self) -> None:
-        owner = "APG"
-        _count(owner, "min_size", self.min_size, 0)
-        _check_thresholds(owner, self)
-        _count(owner, "batch_size", self.batch_size, 1)
-        _in_range(owner, "nms_threshold", self.nms_threshold, 0.0, 1.0, False, False)
-        for name in ("multimasking", "intersection_over_min", "refine_with_box_prompts"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise MobileSAMError(f"{owner}: {name} must be True or False, got {getattr(self, name)!r}.")
         if isinstance(self.mask_threshold, str):
             raise MobileSAMError(
-                f"{owner}: mask_threshold={self.mask_threshold!r} (micro-sam's local Otsu threshold) is not "
-                "supported; give a logit threshold such as 0.0, or None for SAM's default."
+                f"mask_threshold={self.mask_threshold!r} (micro-sam's local Otsu threshold) is not supported; "
+                "give a logit threshold such as 0.0, or None for SAM's default."
             )
-        if self.mask_threshold is not None:
-            _number(owner, "mask_threshold", self.mask_threshold)
+        check_settings(self)
 
     @property
     def logit_threshold(self) -> float:

@@ -1,6 +1,10 @@
 """The settings of automatic segmentation, each declared once with its type, range and help.
 
 - :class:`EverythingParams`: segment everything (the sampler, and SAM's names and defaults);
+- :class:`~napari_mobilesam.segment.instance_params.WatershedParams` and
+  :class:`~napari_mobilesam.segment.instance_params.APGParams`: the ``"ais"`` and
+  ``"apg"`` samplers' (micro-sam's names and defaults); :func:`sampler_settings`
+  takes one set of keyword arguments apart into the sampler's settings;
 - :class:`LinkParams`: how a stack's slices are joined into 3D objects.
 
 Every field is a :func:`~napari_mobilesam.segment.param_fields.setting`: its
@@ -16,11 +20,17 @@ check them without loading the pipeline of :mod:`napari_mobilesam.segment.everyt
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
+from ..errors import MobileSAMError
+from .instance_params import MODEL_DEFAULTS, APGParams, WatershedParams
 from .param_fields import check_settings, from_kwargs, setting
 
-SAMPLERS = ("grid", "boxes")
+#: The samplers that need the model's instance decoder (micro-sam's AIS and APG).
+INSTANCE_SAMPLERS = ("ais", "apg")
+SAMPLERS = ("grid", "boxes", *INSTANCE_SAMPLERS)
+#: The settings of each instance sampler.
+INSTANCE_SETTINGS = {"ais": WatershedParams, "apg": APGParams}
 
 
 @dataclass(frozen=True)
@@ -28,7 +38,10 @@ class EverythingParams:
     """Settings of :func:`~napari_mobilesam.segment.everything.segment_everything`; names and defaults are those of SAM's generator.
 
     Attributes:
-        sampler: ``"grid"`` (SAM's point grid) or ``"boxes"`` (box proposals, MobileSAMv2).
+        sampler: ``"grid"`` (SAM's point grid), ``"boxes"`` (box proposals, MobileSAMv2),
+            ``"ais"`` or ``"apg"`` (micro-sam's instance decoder; their settings are
+            :class:`~napari_mobilesam.segment.instance_params.WatershedParams` and
+            :class:`~napari_mobilesam.segment.instance_params.APGParams`).
         points_per_side: the grid sampler prompts ``points_per_side**2`` points.
         points_per_batch: point prompts decoded together.
         pred_iou_thresh: keep masks whose predicted IoU is above this.
@@ -43,7 +56,10 @@ class EverythingParams:
     """
 
     sampler: str = setting(
-        "grid", choices=SAMPLERS, help="prompts: a regular grid of points, or boxes proposed from the image"
+        "grid",
+        choices=SAMPLERS,
+        help="prompts: a regular grid of points, or boxes proposed from the image; ais, apg: micro-sam's "
+        "instance decoder (a model that has one)",
     )
     # 1024 per side is a million prompts, hours on a CPU: more is a typo, not a setting.
     points_per_side: int = setting(32, min=1, max=1024, help="points along each side of the prompt grid (the grid sampler)")
@@ -79,6 +95,45 @@ class EverythingParams:
         params = asdict(self)
         del params["sampler"]
         return params
+
+
+def _names(cls) -> set[str]:
+    return {item.name for item in fields(cls)}
+
+
+def sampler_settings(sampler: str, params: dict):
+    """``(EverythingParams, instance settings or None)`` of ``sampler`` from keyword arguments ``params``.
+
+    ``"grid"``/``"boxes"`` take :class:`EverythingParams`' settings, ``"ais"``
+    :class:`WatershedParams`' and ``"apg"`` :class:`APGParams`'. A setting of
+    another sampler is one error saying whose it is; an unknown one, one error
+    listing the known ones.
+    """
+    EverythingParams(sampler=sampler)  # a sampler that does not exist: the error naming the choices
+    own_cls = INSTANCE_SETTINGS.get(sampler, EverythingParams)
+    own = _names(own_cls) - {"sampler"}
+    owners: dict[str, list[str]] = {}
+    for key, cls in (("grid, boxes", EverythingParams), *INSTANCE_SETTINGS.items()):
+        for name in _names(cls) - {"sampler"}:
+            owners.setdefault(name, []).append(key)
+    foreign = sorted(name for name in params if name not in own and name in owners)
+    if foreign:
+        whose = ", ".join(f"{name} (a setting of {', '.join(owners[name])})" for name in foreign)
+        raise MobileSAMError(
+            f"{whose}: not one of sampler={sampler!r}, whose settings are {', '.join(sorted(own))}; "
+            "leave it out or choose its sampler."
+        )
+    if own_cls is EverythingParams:
+        return EverythingParams.from_kwargs(sampler=sampler, **params), None
+    return EverythingParams(sampler=sampler), own_cls.from_kwargs(**params)
+
+
+def settings_for_model(sampler: str, model_name: str | None, **params):
+    """The settings of instance sampler ``sampler`` with ``model_name``'s defaults (micro-sam's annotator's),
+    ``params`` on top: what the widget and the command line start from (the API keeps ``generate()``'s)."""
+    cls = INSTANCE_SETTINGS[sampler]
+    defaults = MODEL_DEFAULTS.get(model_name, {}) if cls is WatershedParams else {}
+    return cls.from_kwargs(**{**defaults, **params})
 
 
 @dataclass(frozen=True)

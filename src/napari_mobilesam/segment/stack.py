@@ -89,37 +89,38 @@ def segment_slice_steps(
     batches; returns ``(labels (Y, X) int32 1..n, embedding source)``.
 
     The embedding comes from ``cache`` (encoded with ``predictor`` on a miss), filed
-    as slice ``slice_index`` of ``n_slices`` of ``image_id``'s store. With ``decoder``
-    (a stand-in, see :func:`~napari_mobilesam.segment_everything`) nothing is encoded.
+    as slice ``slice_index`` of ``n_slices`` of ``image_id``'s store; for ``"ais"``
+    and ``"apg"`` the instance maps of the model's decoder too (kept beside it).
+    Settings and the decoder are checked before anything is encoded. With
+    ``decoder`` (a stand-in, see :func:`~napari_mobilesam.segment_everything`)
+    nothing is encoded. This is the one per-slice function: stacks, the command
+    line, dask workers and the widget run it.
     """
     from .everything import EverythingSegmenter
+    from .params import INSTANCE_SAMPLERS
 
     if decoder is not None:
         segmenter = EverythingSegmenter(sampler=sampler, decoder=decoder, **params)
         labels = yield from segmenter.steps(plane, contrast_limits=contrast_limits)
         return relabel_in_order(labels), "none"
-    yield 0, 0  # before the encode: a cancel takes effect before the slow step
-    embedding, source = cache.embedding(
-        predictor,
-        plane,
-        contrast_limits=contrast_limits,
-        image_id=image_id,
-        slice_index=slice_index,
-        n_slices=n_slices,
-    )
     segmenter = EverythingSegmenter(predictor.model, sampler=sampler, predictor=predictor, **params)
-    labels = yield from segmenter.steps(embedding, image=plane, contrast_limits=contrast_limits)
+    segmenter.require_instance_decoder()
+    yield 0, 0  # before the encode: a cancel takes effect before the slow step
+    slot = {"contrast_limits": contrast_limits, "image_id": image_id, "slice_index": slice_index, "n_slices": n_slices}
+    maps = None
+    if sampler in INSTANCE_SAMPLERS:
+        embedding, maps, source = cache.embedding_and_maps(predictor, plane, **slot)
+    else:
+        embedding, source = cache.embedding(predictor, plane, **slot)
+    labels = yield from segmenter.steps(embedding, image=plane, contrast_limits=contrast_limits, maps=maps)
     return relabel_in_order(labels), source
 
 
 def segment_slice(plane: np.ndarray, **kwargs) -> tuple[np.ndarray, str]:
     """:func:`segment_slice_steps` run to its end: ``(labels (Y, X) int32 1..n, embedding source)``."""
-    steps = segment_slice_steps(plane, **kwargs)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as finished:
-            return finished.value
+    from .steps import run_steps
+
+    return run_steps(segment_slice_steps(plane, **kwargs))
 
 
 @dataclass(frozen=True)
