@@ -9,22 +9,18 @@ embedding is kept twice:
   :mod:`napari_mobilesam.cache.store` describes the layout and how it is written.
 
 An embedding is found by its **key** (:mod:`napari_mobilesam.cache.keys`): a
-hash of the slice's pixels, the model's weights, the contrast limits and the
-preprocessing version. Other weights, other contrast or an edited slice
-therefore miss and are encoded again.
+hash of the slice's pixels, the model's weights, the contrast limits, the
+preprocessing version and the encoder's precision. Other weights, other
+contrast, another precision or an edited slice therefore miss and are
+encoded again. What the disk half does with slices it cannot trust and with
+disk problems is :mod:`napari_mobilesam.cache.disk_slots`'s.
 
-A slice on disk that is not trusted (half-written, corrupt, other weights or
-contrast) is a miss, encoded again and rewritten; a store whose metadata is
-unreadable or whose shape does not fit ``n_slices`` is deleted and rebuilt.
-Disk problems (full, read-only) never break segmentation: they are logged
-once and the cache carries on in memory. A folder that cannot be one (a file
-in the way) turns the disk cache off: :attr:`EmbeddingCache.directory` is
-then ``None`` and :attr:`EmbeddingCache.disk_problem` says why.
+Several slices can be asked for at once (:meth:`EmbeddingCache.embeddings`):
+those missing are encoded together, in batches of the device's size.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from collections import OrderedDict
@@ -36,22 +32,8 @@ import numpy as np
 from ..engine.embedding import ImageEmbedding
 from ..engine.preprocessing import check_image_size
 from ..errors import MobileSAMError
-from ..io.files import remove_path
+from .disk_slots import DiskSlots
 from .keys import slice_key
-from .store import (
-    CorruptSliceError,
-    create_store,
-    folder_problem,
-    is_own_entry,
-    open_features,
-    read_slice,
-    store_bytes,
-    store_entries,
-    store_name,
-    write_slice,
-)
-
-logger = logging.getLogger(__name__)
 
 
 def _format_bytes(n: int) -> str:
@@ -106,12 +88,8 @@ class EmbeddingCache:
         self._memory_used = 0
         self._memory_limit = 0
         self._lock = threading.RLock()  # memory, stats, in-flight table
-        self._disk_lock = threading.RLock()  # every disk read and write
         self._inflight: dict[str, Future] = {}
-        self._directory_setting = directory
-        self._directory: Path | None = None
-        self._disk_problem: str | None = None
-        self._warned: set[str] = set()  # disk problems are logged once, not once per slice
+        self._disk = DiskSlots(directory)
         self.stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0}
         self.memory_bytes = memory_bytes
 
@@ -134,38 +112,27 @@ class EmbeddingCache:
     @property
     def directory(self) -> Path | None:
         """Folder of the disk cache, or ``None`` when the disk cache is off (asked for, or unusable: :attr:`disk_problem`)."""
-        setting = self._directory_setting
-        if setting is None or setting is False:
-            return None
-        if self._directory is None:
-            if setting is True:
-                from ..engine.cache_folder import cache_dir
-
-                folder = cache_dir() / "embeddings"
-            else:
-                folder = Path(setting).expanduser().absolute()
-            self._disk_problem = folder_problem(folder)
-            self._directory = folder
-        return None if self._disk_problem else self._directory
+        return self._disk.directory
 
     @property
     def disk_problem(self) -> str | None:
         """Why the disk cache asked for is off (e.g. ``"/x is a file, not a folder"``), or ``None``."""
-        self.directory  # noqa: B018 -- resolves the folder and checks it
-        return self._disk_problem
+        return self._disk.problem
 
-    def _warn_once(self, kind: str, message: str, *args) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            logger.warning(message, *args)
+    @property
+    def disk_folder(self) -> Path | None:
+        """The folder asked for, even when it is unusable (see :attr:`disk_problem`); ``None``: disk cache off."""
+        return self._disk.folder
 
     # -- keys ----------------------------------------------------------------
 
-    def slice_key(self, image_slice, model, contrast_limits: tuple[float, float] | None = None) -> str:
-        """Hex key of one 2D slice ``(H, W)`` or ``(H, W, C)`` encoded by ``model`` with ``contrast_limits``."""
-        return slice_key(image_slice, model, contrast_limits)
+    def slice_key(
+        self, image_slice, model, contrast_limits: tuple[float, float] | None = None, precision: str = "float32"
+    ) -> str:
+        """Hex key of one 2D slice ``(H, W)`` or ``(H, W, C)`` encoded by ``model`` in ``precision`` with ``contrast_limits``."""
+        return slice_key(image_slice, model, contrast_limits, precision)
 
-    # -- the main entry point ------------------------------------------------
+    # -- the main entry points -----------------------------------------------
 
     def embedding(
         self,
@@ -184,44 +151,89 @@ class EmbeddingCache:
         slices called ``image_id`` (``None``: a store of its own). Returns
         ``(embedding, source)`` with ``source`` ``"memory"``, ``"disk"`` or ``"computed"``.
         """
-        slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
-        check_image_size(image_slice)  # a plane too large to segment is refused before it is read
-        pixels = np.asarray(image_slice)  # a dask or zarr slice is read once
-        key = self.slice_key(pixels, predictor.model, contrast_limits)
+        slot = {"image_id": image_id, "slice_indices": [slice_index], "n_slices": n_slices}
+        return self.embeddings(predictor, [image_slice], contrast_limits=contrast_limits, **slot)[0]
+
+    def embeddings(
+        self,
+        predictor,
+        image_slices,
+        *,
+        contrast_limits: tuple[float, float] | None = None,
+        image_id: str | None = None,
+        slice_indices=None,
+        n_slices: int = 1,
+        batch_size: int | None = None,
+    ) -> list[tuple[ImageEmbedding, str]]:
+        """:meth:`embedding` of several slices of one stack, the misses encoded together.
+
+        ``slice_indices``: each slice's index in the stack (default ``0, 1, ...``).
+        Slices missing from memory and disk go to ``predictor.embed_many``
+        (``batch_size`` per forward pass, default the device's), one at a time
+        to ``predictor.embed`` when only one is missing. A slice another thread
+        is encoding is waited for, not encoded again. Returns ``(embedding,
+        source)`` per slice, in order.
+        """
+        image_slices = list(image_slices)
+        indices = range(len(image_slices)) if slice_indices is None else list(slice_indices)
+        slots = [_check_slot(image_id, index, n_slices) for index in indices]
+        for plane in image_slices:
+            check_image_size(plane)  # a plane too large to segment is refused before it is read
+        pixels = [np.asarray(plane) for plane in image_slices]  # a dask or zarr slice is read once
+        precision = getattr(predictor, "precision", "float32")
+        keys = [self.slice_key(plane, predictor.model, contrast_limits, precision) for plane in pixels]
+        # Embeddings of another precision live in a store of their own: they never fill each other's slots.
+        store_id = image_id if image_id is None or precision == "float32" else f"{image_id}|{precision}"
+        results: list = [None] * len(keys)
+        owned: dict[int, Future] = {}
+        waiting: list[tuple[int, Future]] = []
         with self._lock:
-            cached = self._memory_get(key)
-            if cached is not None:
-                self.stats["memory_hits"] += 1
-                return cached, "memory"
-            future = self._inflight.get(key)
-            owner = future is None
-            if owner:
-                future = self._inflight[key] = Future()
-        if not owner:
-            # Another thread is encoding this slice: share its result.
-            embedding = future.result()
-            with self._lock:
-                self.stats["memory_hits"] += 1
-            return embedding, "memory"
+            for position, key in enumerate(keys):
+                cached = self._memory_get(key)
+                if cached is not None:
+                    self.stats["memory_hits"] += 1
+                    results[position] = (cached, "memory")
+                elif key in self._inflight:  # another thread (or an earlier copy in this call) encodes it
+                    waiting.append((position, self._inflight[key]))
+                else:
+                    owned[position] = self._inflight[key] = Future()
         try:
-            embedding = self._disk_get(key, image_id, slice_index)
-            if embedding is not None:
-                source = "disk"
-            else:
-                embedding = predictor.embed(pixels, contrast_limits)
-                source = "computed"
-                self._disk_put(key, embedding, image_id, slice_index, n_slices)
+            missing = []
+            for position in owned:
+                embedding = self._disk.get(keys[position], store_id, slots[position][0])
+                if embedding is None:
+                    missing.append(position)
+                else:
+                    results[position] = (embedding, "disk")
+            if len(missing) == 1:
+                encoded = [predictor.embed(pixels[missing[0]], contrast_limits)]
+            elif missing:
+                encoded = predictor.embed_many([pixels[p] for p in missing], contrast_limits, batch_size=batch_size)
+            for position, embedding in zip(missing, encoded if missing else [], strict=True):
+                results[position] = (embedding, "computed")
+                self._disk.put(keys[position], embedding, store_id, *slots[position])
             with self._lock:
-                self.stats["disk_hits" if source == "disk" else "misses"] += 1
-                self._memory_put(key, embedding)
-            future.set_result(embedding)
-            return embedding, source
+                for position in owned:
+                    embedding, source = results[position]
+                    self.stats["disk_hits" if source == "disk" else "misses"] += 1
+                    self._memory_put(keys[position], embedding)
+            for position, future in owned.items():
+                future.set_result(results[position][0])
         except BaseException as error:
-            future.set_exception(error)
+            for future in owned.values():
+                if not future.done():
+                    future.set_exception(error)
             raise
         finally:
             with self._lock:
-                self._inflight.pop(key, None)
+                for position, future in owned.items():
+                    if self._inflight.get(keys[position]) is future:
+                        del self._inflight[keys[position]]
+        for position, future in waiting:
+            results[position] = (future.result(), "memory")
+            with self._lock:
+                self.stats["memory_hits"] += 1
+        return results
 
     # -- get / put -----------------------------------------------------------
 
@@ -232,7 +244,7 @@ class EmbeddingCache:
             if cached is not None:
                 self.stats["memory_hits"] += 1
                 return cached
-        embedding = self._disk_get(key, image_id, slice_index)
+        embedding = self._disk.get(key, image_id, slice_index)
         with self._lock:
             if embedding is None:
                 self.stats["misses"] += 1
@@ -250,14 +262,14 @@ class EmbeddingCache:
         slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
         with self._lock:
             self._memory_put(key, embedding)
-        self._disk_put(key, embedding, image_id, slice_index, n_slices)
+        self._disk.put(key, embedding, image_id, slice_index, n_slices)
 
     def contains(self, key: str, image_id: str | None = None, slice_index: int = 0) -> bool:
         """Whether ``key`` is in memory or validly on disk (reads and checks the chunk)."""
         with self._lock:
             if key in self._memory:
                 return True
-        return self._disk_get(key, image_id, slice_index) is not None
+        return self._disk.get(key, image_id, slice_index) is not None
 
     def __contains__(self, key: str) -> bool:
         return self.contains(key)
@@ -270,12 +282,8 @@ class EmbeddingCache:
             with self._lock:
                 self._memory.clear()
                 self._memory_used = 0
-        directory = self.directory
-        if disk and directory is not None:
-            with self._disk_lock:
-                for entry in store_entries(directory):
-                    if is_own_entry(entry):  # a user's files in the same folder are never deleted
-                        remove_path(entry)
+        if disk:
+            self._disk.clear()
 
     @property
     def memory_bytes_used(self) -> int:
@@ -289,10 +297,7 @@ class EmbeddingCache:
 
     def disk_bytes_used(self) -> int:
         """Bytes of this cache's files on disk (0 when the disk cache is off)."""
-        directory = self.directory
-        if directory is None:
-            return 0
-        return store_bytes(directory)
+        return self._disk.bytes_used()
 
     def describe(self) -> str:
         """One line for the user, e.g. ``"12 embeddings in memory (48 MiB of 1.0 GiB), 130 MiB on disk at /path"``."""
@@ -302,7 +307,8 @@ class EmbeddingCache:
         text += f"{_format_bytes(self._memory_limit)})"
         directory = self.directory
         if directory is None:
-            return text + (f", disk cache off ({self._disk_problem})" if self._disk_problem else ", disk cache off")
+            problem = self.disk_problem
+            return text + (f", disk cache off ({problem})" if problem else ", disk cache off")
         return text + f", {_format_bytes(self.disk_bytes_used())} on disk at {directory}"
 
     # -- memory (caller holds self._lock) -------------------------------------
@@ -327,62 +333,3 @@ class EmbeddingCache:
         while self._memory_used > self._memory_limit and self._memory:
             _, evicted = self._memory.popitem(last=False)
             self._memory_used -= evicted.nbytes
-
-    # -- disk ----------------------------------------------------------------
-
-    def _store_path(self, key: str, image_id: str | None) -> Path | None:
-        directory = self.directory
-        if directory is None:
-            if self._disk_problem:
-                self._warn_once(
-                    "folder",
-                    "Embedding cache: %s; the disk cache is off, embeddings are kept in memory only. "
-                    "Point NAPARI_MOBILESAM_CACHE (or directory=) at a folder.",
-                    self._disk_problem,
-                )
-            return None
-        return directory / store_name(key if image_id is None else image_id)
-
-    def _disk_get(self, key: str, image_id: str | None, slice_index: int) -> ImageEmbedding | None:
-        path = self._store_path(key, image_id)
-        if path is None:
-            return None
-        if image_id is None:
-            slice_index = 0
-        with self._disk_lock:
-            try:
-                return read_slice(path, key, slice_index)
-            except FileNotFoundError:
-                return None
-            except CorruptSliceError:
-                logger.warning("Embedding cache: slice %s of %s is corrupt; encoding it again.", slice_index, path)
-                return None
-            except Exception as error:  # half-written or damaged: never trusted
-                logger.info("Embedding cache: cannot read slice %s of %s (%s).", slice_index, path, error)
-                return None
-
-    def _disk_put(
-        self, key: str, embedding: ImageEmbedding, image_id: str | None, slice_index: int, n_slices: int
-    ) -> None:
-        path = self._store_path(key, image_id)
-        if path is None:
-            return
-        with self._disk_lock:
-            try:
-                features = self._open_or_build(path, n_slices)
-                write_slice(path, features, key, embedding, slice_index)
-            except Exception as error:
-                self._warn_once(
-                    "write", "Embedding cache: cannot write to %s (%s); keeping embeddings in memory only.", path, error
-                )
-                logger.info("Embedding cache: cannot write slice %s to %s (%s).", slice_index, path, error)
-
-    def _open_or_build(self, path: Path, n_slices: int):
-        """The ``features`` array of a valid store at ``path`` for ``n_slices`` slices, rebuilding it if needed."""
-        if path.exists():
-            try:
-                return open_features(path, mode="r+", n_slices=n_slices)
-            except Exception as error:
-                logger.info("Embedding cache: rebuilding %s (%s).", path, error)
-                remove_path(path)
-        return create_store(path, n_slices)

@@ -97,7 +97,7 @@ def cmd_prompt(args) -> None:
         return
     group_prompts(shape, points, polarity, boxes)  # every prompt checked before the model loads
     weights, device = _checked_model(args)
-    session = process_session(weights, device, _cache_dir(args), args.threads)
+    session = process_session(weights, device, _cache_dir(args), args.threads, args.precision)
     with ProgressBar("prompt", quiet=args.quiet) as bar:
         labels = segment_from_prompts(
             image.data,
@@ -182,7 +182,7 @@ def _job(args, task: str, image):
     else:
         from ..engine.session import process_session
 
-        process_session(weights, device, cache_dir, threads)  # the model, loaded once: the slices reuse it
+        process_session(weights, device, cache_dir, threads, args.precision)  # loaded once: the slices reuse it
     return SliceJob(
         task=task,
         weights=weights,
@@ -196,6 +196,7 @@ def _job(args, task: str, image):
         contrast_limits=_limits(args),
         sampler=sampler,
         params=params,
+        precision=args.precision,
     )
 
 

@@ -30,6 +30,7 @@ def cmd_info(args) -> None:
         if args.device:
             raise
         device, device_note = "unavailable", str(error)
+    precision = _precision_report(device, args.precision)
     cache = None if args.no_cache else EmbeddingCache(memory_bytes=0, directory=args.cache or True)
     dask_version, distributed_version = _version("dask"), _version("distributed")
     report = {
@@ -39,6 +40,7 @@ def cmd_info(args) -> None:
         "device": device,
         "device_source": device_note,
         "threads": torch.get_num_threads(),
+        "precision": precision,
         "weights": status,
         "cache": None if cache is None else _cache_report(cache),
         "dask": dask_version,
@@ -59,6 +61,8 @@ def cmd_info(args) -> None:
     lines = [
         f"napari-mobilesam {__version__} (Python {report['python']}, torch {report['torch']})",
         f"device:   {device} ({device_note}); torch threads: {report['threads']}",
+        f"precision: {precision['used']} ({precision['reason']}); auto here: {precision['auto']} "
+        f"({precision['auto_reason']})",
         f"weights:  {weights} [{state}] (from {status['source']})",
     ]
     if cache is None:
@@ -73,6 +77,17 @@ def cmd_info(args) -> None:
     for name, value in status["overrides"].items():
         lines.append(f"env:      {name}={value}")
     print("\n".join(lines))
+
+
+def _precision_report(device: str, precision: str) -> dict:
+    """The precision a run would use on ``device`` and what ``auto`` picks there, each with its reason."""
+    from ..engine.precision import choose_precision, cpu_bf16_features
+
+    where = device if device != "unavailable" else "cpu"
+    used, auto = choose_precision(where, precision), choose_precision(where, "auto")
+    report = {"asked": precision, "used": used.name, "reason": used.reason, "auto": auto.name}
+    report.update(auto_reason=auto.reason.removeprefix("auto: "), cpu_features=cpu_bf16_features())
+    return report
 
 
 def _weights_problem(status: dict) -> str | None:
@@ -108,7 +123,7 @@ def _weights_problem(status: dict) -> str | None:
 
 def _cache_report(cache) -> dict:
     problem = cache.disk_problem
-    path = str(cache._directory) if problem else str(cache.directory)
+    path = str(cache.disk_folder) if problem else str(cache.directory)
     return {"path": path, "bytes": cache.disk_bytes_used(), "problem": problem}
 
 

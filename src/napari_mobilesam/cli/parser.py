@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N or mps (default: the best available)")
     group.add_argument(
+        "--precision",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="float32",
+        help="the image encoder's arithmetic: float32 (exact), bfloat16 or float16, or auto: reduced where the "
+        "device computes it natively ('napari-mobilesam info' says what auto picks here) (default: float32)",
+    )
+    group.add_argument(
         "--cache",
         metavar="DIR",
         help="embedding cache folder (default: the user cache folder, see 'napari-mobilesam info')",

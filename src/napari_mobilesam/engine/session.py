@@ -32,6 +32,9 @@ class Session:
         cache: the embedding cache; default: a new :class:`EmbeddingCache` (memory and disk).
         weights, device: what the model is loaded from and onto (default: as ``load_model``).
         threads: torch CPU threads to set when the model is loaded (default: leave torch's).
+        precision: the encoder's precision for every predictor (``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or ``"auto"``, see :mod:`~napari_mobilesam.engine.precision`;
+            default: the model's, float32 unless loaded otherwise); :meth:`set_precision` changes it.
 
     :meth:`predictor` is one predictor shared by interactive work (the widget):
     hold :attr:`predict_lock` around making an image current and decoding it.
@@ -39,7 +42,16 @@ class Session:
     :meth:`thread_predictor` (one per thread, kept).
     """
 
-    def __init__(self, model=None, cache: EmbeddingCache | None = None, *, weights=None, device=None, threads=None):
+    def __init__(
+        self,
+        model=None,
+        cache: EmbeddingCache | None = None,
+        *,
+        weights=None,
+        device=None,
+        threads=None,
+        precision=None,
+    ):
         self._load_lock = threading.Lock()
         self.predict_lock = threading.RLock()
         self._model = model
@@ -50,6 +62,7 @@ class Session:
         self.cache = cache if cache is not None else EmbeddingCache()
         #: How many times this session loaded a model from a weights file.
         self.loads = 0
+        self._precision = precision
 
     # -- the model ---------------------------------------------------------------
 
@@ -98,14 +111,14 @@ class Session:
             if self._predictor is None or self._predictor.model is not model:
                 from .predictor import Predictor
 
-                self._predictor = Predictor(model)
+                self._predictor = Predictor(model, self._precision)
             return self._predictor
 
     def new_predictor(self):
         """A predictor of its own over the session's model (its current image is nobody else's)."""
         from .predictor import Predictor
 
-        return Predictor(self.model())
+        return Predictor(self.model(), self._precision)
 
     def thread_predictor(self):
         """This thread's predictor over the session's model, made on first use and kept."""
@@ -114,15 +127,33 @@ class Session:
         if predictor is None or predictor.model is not model:
             from .predictor import Predictor
 
-            predictor = self._per_thread.predictor = Predictor(model)
+            predictor = self._per_thread.predictor = Predictor(model, self._precision)
         return predictor
 
+    def set_precision(self, precision: str | None) -> None:
+        """Encode in ``precision`` from now on (the model stays: its weights are cast when first needed)."""
+        from .precision import check_precision
+
+        precision = None if precision is None else check_precision(precision)
+        with self._load_lock, self.predict_lock:
+            self._precision = precision
+            self._predictor = None
+            self._per_thread = threading.local()
+
+    @property
+    def precision(self) -> str | None:
+        """The precision asked for (``None``: the model's)."""
+        return self._precision
+
     def describe(self) -> str:
-        """Weights and device, for a status line."""
+        """Weights, device and the encoder's precision, for a status line."""
         model = self._model
         if model is None:
             return "weights: not loaded yet"
-        return f"weights: {self._source} · device: {model.device}"
+        text = f"weights: {self._source} · device: {model.device}"
+        predictor = self._predictor
+        precision = predictor.precision if predictor is not None else (self._precision or "")
+        return text + (f" · {precision}" if precision and precision != "float32" else "")
 
 
 def _describe_weights(model) -> str:
@@ -156,21 +187,25 @@ def set_default_session(session: Session | None) -> Session | None:
 
 
 def process_session(
-    weights: str | None, device: str | None = None, cache_dir: str | None = None, threads: int | None = None
+    weights: str | None,
+    device: str | None = None,
+    cache_dir: str | None = None,
+    threads: int | None = None,
+    precision: str | None = None,
 ) -> Session:
     """This process's session for ``weights`` on ``device`` with the disk cache ``cache_dir`` (None: memory only).
 
     Made on first use and kept, like the model, which is loaded once per weights file
-    and device and shared by the sessions of every cache folder. The cache keeps
-    nothing in memory: batch work uses each slice once.
+    and device and shared by the sessions of every cache folder and precision. The
+    cache keeps nothing in memory: batch work uses each slice once.
     """
-    key = (weights, device, cache_dir)
+    key = (weights, device, cache_dir, precision)
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None:
             model = _MODELS.get((weights, device))
             cache = EmbeddingCache(memory_bytes=0, directory=cache_dir)
-            session = Session(model, cache, weights=weights, device=device, threads=threads)
+            session = Session(model, cache, weights=weights, device=device, threads=threads, precision=precision)
             _SESSIONS[key] = session
     if not session.has_model:
         model = session.model()

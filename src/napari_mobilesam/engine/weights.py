@@ -31,6 +31,7 @@ from .cache_folder import CACHE_ENV, cache_dir
 from .checkpoint import WEIGHTS_FILENAME, check_fits, load_state_dict
 from .device import DEVICE_ENV, resolve_device
 from .malloc_tuning import keep_freed_memory
+from .precision import choose_precision
 
 OFFICIAL_URL = "https://github.com/ChaoningZhang/MobileSAM/raw/master/weights/mobile_sam.pt"
 OFFICIAL_SHA256 = "6dbb90523a35330fedd7f1d3dfc66f995213d81b29a5ca8108dbcdd4e37d6c2f"
@@ -211,7 +212,12 @@ def _ensure_writable(folder: Path, url: str) -> None:
         ) from error
 
 
-def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.device | None = None) -> MobileSAM:
+def load_model(
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    *,
+    precision: str | None = None,
+) -> MobileSAM:
     """MobileSAM with weights loaded, in eval mode, on ``device``.
 
     Parameters
@@ -223,12 +229,20 @@ def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.
     device
         See :func:`~napari_mobilesam.engine.device.resolve_device`; ``None`` reads
         ``NAPARI_MOBILESAM_DEVICE`` or picks CUDA, MPS, then CPU.
+    precision
+        The image encoder's arithmetic: ``"float32"`` (default, exact),
+        ``"bfloat16"``, ``"float16"`` or ``"auto"`` (reduced where the device
+        computes it natively; see :mod:`napari_mobilesam.engine.precision`).
+        The weights stay float32 (cast once for the encoder), the embedding is
+        float32 and the decoder runs in float32.
 
     Returns
     -------
     MobileSAM
         With ``weights_path`` (absolute path, str) and ``weights_sha256`` (hex
-        SHA-256 of the file) set, which the embedding cache keys on.
+        SHA-256 of the file) set, which the embedding cache keys on, and
+        ``precision`` (the one chosen: ``"float32"``, ``"bfloat16"`` or
+        ``"float16"``) with ``precision_reason``, the default of its predictors.
 
     Example::
 
@@ -242,6 +256,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.
         the checkpoint is not MobileSAM's (the message says what it looks like).
     """
     target_device = resolve_device(device)  # before a possible 40 MB download
+    choice = choose_precision(target_device, precision)
     keep_freed_memory()
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
@@ -266,6 +281,7 @@ def load_model(checkpoint: str | os.PathLike | None = None, device: str | torch.
     model.to(target_device).eval()
     model.weights_path = str(path.resolve())
     model.weights_sha256 = file_sha256(path)
+    model.precision, model.precision_reason = choice.name, choice.reason
     return model
 
 

@@ -36,6 +36,41 @@ class WeightDerived:
         return self._cached[1]
 
 
+def cast_weights(owner: nn.Module, tensors: tuple, dtype: torch.dtype) -> tuple:
+    """``tensors`` (weights of ``owner``; ``None`` passes through) in ``dtype``, cast once and kept on ``owner``.
+
+    For an encoder run in reduced precision: the cast copies are made again
+    only when a weight changes (:func:`tensor_versions`), or on every call
+    under autograd. Tensors already in ``dtype`` are returned as they are.
+    """
+    if all(t is None or t.dtype == dtype for t in tensors):
+        return tensors
+    if torch.is_grad_enabled():
+        return tuple(None if t is None else t.to(dtype) for t in tensors)
+    casts = owner.__dict__.setdefault("_casts", {})
+    # Weights derived inside inference mode (folded batch norms) have no version counter: they are
+    # replaced, never written in place, so their address names them.
+    key = tuple((t.data_ptr(), t.device) if t.is_inference() else tensor_versions(t) for t in tensors if t is not None)
+    cached = casts.get(dtype)
+    if cached is None or cached[0] != key:
+        cached = casts[dtype] = (key, tuple(None if t is None else t.to(dtype) for t in tensors))
+    return cached[1]
+
+
+def linear_as(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` computed in ``x``'s dtype (the layer's float32 weights cast once, see :func:`cast_weights`)."""
+    if x.dtype == layer.weight.dtype:
+        return layer(x)
+    return F.linear(x, *cast_weights(layer, (layer.weight, layer.bias), x.dtype))
+
+
+def conv_as(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` computed in ``x``'s dtype, like :func:`linear_as`."""
+    if x.dtype == conv.weight.dtype:
+        return conv(x)
+    return conv._conv_forward(x, *cast_weights(conv, (conv.weight, conv.bias), x.dtype))
+
+
 _gelu_inplace = getattr(torch._C._nn, "gelu_", None)
 
 

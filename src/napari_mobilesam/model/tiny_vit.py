@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import LayerNorm2d, gelu_, tensor_versions
+from .layers import LayerNorm2d, cast_weights, conv_as, gelu_, linear_as, tensor_versions
 
 # Rows of the first stage's feature map processed at once by an MBConv block:
 # 32 rows x 256 px x 256 hidden channels of float32 is 8 MiB, within L3.
@@ -59,7 +59,8 @@ class Conv2dBN(nn.Sequential):
         return self._fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.fused_weight_and_bias()
+        # Folded in float32, then cast to the input's dtype (reduced precision) once.
+        weight, bias = cast_weights(self, self.fused_weight_and_bias(), x.dtype)
         c = self.c
         return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
 
@@ -186,12 +187,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
         b, n, _ = x.shape
-        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim).transpose(1, 2)
+        qkv = linear_as(self.qkv, self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim).transpose(1, 2)
         q, k, v = qkv.split(self.key_dim, dim=-1)
         # A 4-D mask lets torch pick its fused CPU attention kernel.
         bias = self.bias_table().to(q.dtype)[None]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return linear_as(self.proj, out.transpose(1, 2).reshape(b, n, -1))
 
 
 class Mlp(nn.Module):
@@ -205,7 +206,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(gelu_(self.fc1(self.norm(x))))
+        return linear_as(self.fc2, gelu_(linear_as(self.fc1, self.norm(x))))
 
 
 class TinyViTBlock(nn.Module):
@@ -269,6 +270,22 @@ class BasicLayer(nn.Module):
         return x
 
 
+class Neck(nn.Sequential):
+    """SAM's neck: 1x1 conv, layer norm, 3x3 conv, layer norm; in the input's dtype but for the float32 last norm."""
+
+    def __init__(self, in_chans: int, out_chans: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_chans, out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        conv1, norm1, conv2, norm2 = self
+        return norm2(conv_as(conv2, norm1(conv_as(conv1, x))).float())
+
+
 class TinyViT(nn.Module):
     """TinyViT image encoder as configured by MobileSAM (``vit_t``)."""
 
@@ -303,15 +320,20 @@ class TinyViT(nn.Module):
         self.embedding_side = side // 2 ** (len(embed_dims) - 2)
         self.norm_head = nn.LayerNorm(embed_dims[-1])
         self.head = nn.Linear(embed_dims[-1], num_classes)
-        self.neck = nn.Sequential(
-            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
+        self.neck = Neck(embed_dims[-1], out_chans)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
+    def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The float32 embedding ``(B, 256, 64, 64)`` of a preprocessed ``(B, 3, 1024, 1024)`` image.
+
+        ``dtype``: what the convolutions, products and attention compute in
+        (``torch.bfloat16`` or ``torch.float16`` for reduced precision; default
+        ``x``'s). The weights stay float32 and are cast once per dtype; the
+        embedding's last layer norm runs in float32.
+        """
+        x = x.contiguous(memory_format=torch.channels_last)
+        if dtype is not None:
+            x = x.to(dtype)
+        x = self.patch_embed(x)
         for layer in self.layers:
             x = layer(x)
         b, _, c = x.shape
