@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +106,46 @@ def test_a_bad_precision_is_one_clear_error():
 def test_this_machine_has_an_answer():
     choice = choose_precision("cpu", "auto")
     assert choice.name in ("float32", "bfloat16") and choice.reason
+
+
+def test_float32_asked_for_is_the_default_bit_for_bit(recipe_model):
+    from napari_mobilesam import Predictor
+
+    image = np.random.default_rng(5).integers(0, 4000, (120, 90), dtype=np.uint16)
+    default = Predictor(recipe_model)
+    assert default.precision == "float32"
+    explicit = Predictor(recipe_model, precision="float32").embed(image)
+    assert default.embed(image).features.tobytes() == explicit.features.tobytes()
+    # and the encoder called as before precisions existed (the parity tests' path)
+    from napari_mobilesam.engine.preprocessing import resize_longest_side, to_uint8_rgb
+
+    x = torch.from_numpy(resize_longest_side(to_uint8_rgb(image))).permute(2, 0, 1)[None].float()
+    with torch.inference_mode():
+        direct = recipe_model.image_encoder(recipe_model.preprocess(x))[0].numpy()
+    assert direct.tobytes() == explicit.features.tobytes()
+
+
+def test_load_model_and_sessions_carry_the_precision(tmp_path, cpu):
+    from napari_mobilesam import load_model
+    from napari_mobilesam.engine.session import Session
+    from recipe import save_recipe_weights
+
+    path = save_recipe_weights(tmp_path)
+    with pytest.raises(MobileSAMError, match="is not a precision"):
+        load_model(path, "cpu", precision="double")
+    cpu(amx=True)
+    model = load_model(path, "cpu", precision="auto")
+    assert model.precision == "bfloat16" and "AMX" in model.precision_reason
+    assert next(model.parameters()).dtype == torch.float32  # the weights stay float32
+    from napari_mobilesam import Predictor
+
+    assert Predictor(model).precision == "bfloat16"  # the model's precision is its predictors' default
+    assert Predictor(model, precision="float32").precision == "float32"
+    session = Session(model, precision="float16")
+    assert session.predictor().precision == "float16" and session.thread_predictor().precision == "float16"
+    first = session.predictor()
+    session.set_precision("float32")
+    assert session.predictor() is not first and session.predictor().precision == "float32"
+    with pytest.raises(MobileSAMError):
+        session.set_precision("fp8")
+

@@ -38,13 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="MobileSAM weights (default: NAPARI_MOBILESAM_WEIGHTS or the cached official file, downloaded once)",
     )
     group.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N or mps (default: the best available)")
-    group.add_argument(
-        "--precision",
-        choices=("auto", "float32", "bfloat16", "float16"),
-        default="float32",
-        help="the image encoder's arithmetic: float32 (exact), bfloat16 or float16, or auto: reduced where the "
-        "device computes it natively ('napari-mobilesam info' says what auto picks here) (default: float32)",
-    )
+    from ..engine.precision import EncoderSettings
+
+    add_settings(group, EncoderSettings)  # --precision
     group.add_argument(
         "--cache",
         metavar="DIR",

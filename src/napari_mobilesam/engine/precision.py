@@ -23,11 +23,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import MobileSAMError
+from ..segment.param_fields import check_settings, setting
 
 PRECISIONS = ("float32", "bfloat16", "float16")
 CHOICES = ("auto", *PRECISIONS)
 DEFAULT = "float32"
 _CPUINFO = "/proc/cpuinfo"
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The encoder's settings, declared once for the API, the command line (``--precision``) and the widget.
+
+    Attributes:
+        precision: ``"float32"`` (exact, the default), ``"bfloat16"``, ``"float16"``, or
+            ``"auto"``: reduced where the device computes it natively.
+    """
+
+    precision: str = setting(
+        DEFAULT,
+        choices=CHOICES,
+        help="the image encoder's arithmetic: float32 (exact), bfloat16 or float16, or auto: reduced where the "
+        "device computes it natively ('napari-mobilesam info' says what auto picks here)",
+    )
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
 
 @dataclass(frozen=True)
