@@ -20,7 +20,7 @@ def script():
 
 
 def test_every_section_runs_and_reports(script):
-    out = script.run("cpu", slices=2, batches=(1, 2), compile_model=False, precisions=("float32",))
+    out = script.run("cpu", slices=2, batches=(1, 2), compile_model=False, budget=1e9, precisions=("float32",))
     assert [run["batch"] for run in out["encode"]["float32"]["runs"]] == [1, 2]
     assert out["encode"]["float32"]["best"]["slices_per_s"] > 0
     assert out["embed_many"]["precision"] == "float32" and out["embed_many"]["batch"] == 1

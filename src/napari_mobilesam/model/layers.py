@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,18 +61,32 @@ def cast_weights(owner: nn.Module, tensors: tuple, dtype: torch.dtype) -> tuple:
     return cached[1]
 
 
+_compute = threading.local()
+
+
+@contextmanager
+def computing_in(dtype: torch.dtype | None) -> Iterator[None]:
+    """Within this block, this thread's :func:`linear_as` and folded convolutions
+    compute in ``dtype`` (``None``: in their input's dtype), whatever their input's dtype."""
+    previous = getattr(_compute, "dtype", None)
+    _compute.dtype = dtype
+    try:
+        yield
+    finally:
+        _compute.dtype = previous
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a product on ``x`` computes in: the one of :func:`computing_in`, else ``x``'s."""
+    return getattr(_compute, "dtype", None) or x.dtype
+
+
 def linear_as(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` computed in ``x``'s dtype (the layer's float32 weights cast once, see :func:`cast_weights`)."""
-    if x.dtype == layer.weight.dtype:
+    """``layer(x)`` computed in :func:`compute_dtype` (the layer's float32 weights cast once, see :func:`cast_weights`)."""
+    dtype = compute_dtype(x)
+    if dtype == x.dtype == layer.weight.dtype:
         return layer(x)
-    return F.linear(x, *cast_weights(layer, (layer.weight, layer.bias), x.dtype))
-
-
-def conv_as(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` computed in ``x``'s dtype, like :func:`linear_as`."""
-    if x.dtype == conv.weight.dtype:
-        return conv(x)
-    return conv._conv_forward(x, *cast_weights(conv, (conv.weight, conv.bias), x.dtype))
+    return F.linear(x.to(dtype), *cast_weights(layer, (layer.weight, layer.bias), dtype))
 
 
 _gelu_inplace = getattr(torch._C._nn, "gelu_", None)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import LayerNorm2d, cast_weights, conv_as, gelu_, linear_as, tensor_versions
+from .layers import LayerNorm2d, cast_weights, compute_dtype, computing_in, gelu_, linear_as, tensor_versions
 
 # Rows of the first stage's feature map processed at once by an MBConv block:
 # 32 rows x 256 px x 256 hidden channels of float32 is 8 MiB, within L3.
@@ -59,10 +59,11 @@ class Conv2dBN(nn.Sequential):
         return self._fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Folded in float32, then cast to the input's dtype (reduced precision) once.
-        weight, bias = cast_weights(self, self.fused_weight_and_bias(), x.dtype)
+        # Folded in float32, then cast to the compute dtype (reduced precision) once.
+        dtype = compute_dtype(x)
+        weight, bias = cast_weights(self, self.fused_weight_and_bias(), dtype)
         c = self.c
-        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
+        return F.conv2d(x.to(dtype), weight, bias, c.stride, c.padding, c.dilation, c.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -246,8 +247,10 @@ class TinyViTBlock(nn.Module):
         h, w = self.input_resolution
         b, length, c = x.shape
         x = x + self.window_attention(x)
-        # The local conv sees a channels-last view of the tokens: no copies.
-        x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2))
+        # The local conv sees a channels-last view of the tokens: no copies. In reduced
+        # precision its output joins the tokens' (float32) stream.
+        stream = x.dtype
+        x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2)).to(stream)
         x = x.permute(0, 2, 3, 1).reshape(b, length, c)
         return x + self.mlp(x)
 
@@ -268,22 +271,6 @@ class BasicLayer(nn.Module):
         if self.downsample is not None:
             x = self.downsample(x)
         return x
-
-
-class Neck(nn.Sequential):
-    """SAM's neck: 1x1 conv, layer norm, 3x3 conv, layer norm; in the input's dtype but for the float32 last norm."""
-
-    def __init__(self, in_chans: int, out_chans: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_chans, out_chans, kernel_size=1, bias=False),
-            LayerNorm2d(out_chans),
-            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
-            LayerNorm2d(out_chans),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv1, norm1, conv2, norm2 = self
-        return norm2(conv_as(conv2, norm1(conv_as(conv1, x))).float())
 
 
 class TinyViT(nn.Module):
@@ -320,22 +307,31 @@ class TinyViT(nn.Module):
         self.embedding_side = side // 2 ** (len(embed_dims) - 2)
         self.norm_head = nn.LayerNorm(embed_dims[-1])
         self.head = nn.Linear(embed_dims[-1], num_classes)
-        self.neck = Neck(embed_dims[-1], out_chans)
+        self.neck = nn.Sequential(
+            nn.Conv2d(embed_dims[-1], out_chans, kernel_size=1, bias=False),
+            LayerNorm2d(out_chans),
+            nn.Conv2d(out_chans, out_chans, kernel_size=3, padding=1, bias=False),
+            LayerNorm2d(out_chans),
+        )
 
     def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The float32 embedding ``(B, 256, 64, 64)`` of a preprocessed ``(B, 3, 1024, 1024)`` image.
 
         ``dtype``: what the convolutions, products and attention compute in
         (``torch.bfloat16`` or ``torch.float16`` for reduced precision; default
-        ``x``'s). The weights stay float32 and are cast once per dtype; the
-        embedding's last layer norm runs in float32.
+        ``x``'s). The weights stay float32 and are cast once per dtype. Where
+        the error arises was measured stage by stage (docs/benchmarks.md,
+        "Precision and batches"): the first stage (convolutions on the largest
+        maps, little error) runs in ``dtype`` end to end; from the second on,
+        the tokens' residual stream (sums, layer norms) stays float32 and only
+        products, convolutions and attention are reduced; the neck (7 % of the
+        work, its rounding straight in the embedding) stays float32.
         """
         x = x.contiguous(memory_format=torch.channels_last)
-        if dtype is not None:
-            x = x.to(dtype)
-        x = self.patch_embed(x)
-        for layer in self.layers:
-            x = layer(x)
+        with computing_in(dtype):
+            x = self.patch_embed(x if dtype is None else x.to(dtype))
+            for index, layer in enumerate(self.layers):
+                x = layer(x if index == 0 or dtype is None else x.float())
         b, _, c = x.shape
         side = self.embedding_side
         x = x.view(b, side, side, c).permute(0, 3, 1, 2)
