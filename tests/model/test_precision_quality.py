@@ -18,6 +18,9 @@ import pytest
 from napari_mobilesam import Predictor, segment_everything
 from recipe import DATA
 
+# bfloat16 is emulated on CPUs without it (minutes per image): a whole pipeline at full size.
+pytestmark = pytest.mark.slow
+
 CASES = json.loads((DATA / "cases.json").read_text())["images"]
 IMAGES = sorted(CASES)
 EVERYTHING = {"sampler": "boxes", "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
