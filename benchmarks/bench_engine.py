@@ -3,6 +3,13 @@
 Usage (from the repo root, in the project's venv)::
 
     python benchmarks/bench_engine.py --official-python /path/to/official-venv/bin/python
+    python benchmarks/bench_engine.py --ours-python /work/venv-t214/bin/python \
+        --official-python /work/venv-t214/bin/python --precision bfloat16 --stack-slices 30
+
+``--ours-python`` runs ours under another venv (another torch); ``--precision``
+is our encoder's (the official code runs float32); ``--stack-slices N`` adds
+a stack of N 512 x 512 slices embedded (official: one ``set_image`` at a time;
+ours: ``Predictor.embed_many``); ``--json FILE`` writes the medians.
 
 The official venv holds ``torch==2.14.1 torchvision==0.29.1 mobilesam-mirror timm``
 (see docs/benchmarks.md). Both implementations stay loaded in their own
@@ -34,9 +41,9 @@ WORKER = ROOT / "benchmarks" / "engine_worker.py"
 class Worker:
     """One implementation, loaded once in its own process, timing calls on request."""
 
-    def __init__(self, python: str, impl: str, weights: Path, threads: int, embedding_out: Path) -> None:
+    def __init__(self, python: str, impl: str, weights: Path, threads: int, embedding_out: Path, extra=()) -> None:
         cmd = [python, str(WORKER), "--impl", impl, "--weights", str(weights), "--threads", str(threads)]
-        cmd += ["--embedding-out", str(embedding_out)]
+        cmd += ["--embedding-out", str(embedding_out), *extra]
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.info = self._read()
@@ -65,6 +72,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=40, help="click rounds (encoder rounds: a quarter)")
     parser.add_argument("--per-round", type=int, default=5, help="clicks per implementation and round")
+    parser.add_argument("--ours-python", default=sys.executable, help="the venv (torch) ours runs in")
+    parser.add_argument("--precision", default="float32", help="our encoder's: float32, bfloat16, float16, auto")
+    parser.add_argument("--stack-slices", type=int, default=0, help="also embed a stack of N 512x512 slices")
+    parser.add_argument("--stack-rounds", type=int, default=3)
+    parser.add_argument("--json", default=None, help="write the medians and ratios here")
     args = parser.parse_args()
 
     sys.path.insert(0, str(ROOT / "tests"))
@@ -72,14 +84,18 @@ def main() -> None:
     from recipe import save_recipe_weights
 
     jobs = (("encoder", max(3, args.rounds // 4), 1), ("click", args.rounds, args.per_round))
+    if args.stack_slices:
+        jobs += (("stack", args.stack_rounds, 1),)
     times = {impl: {name: [] for name, _, _ in jobs} for impl in ("official", "ours")}
     ratios = {name: [] for name, _, _ in jobs}
     with tempfile.TemporaryDirectory() as tmp:
         weights = save_recipe_weights(tmp)
         workers = {}
         try:
-            for impl, python in (("official", args.official_python), ("ours", sys.executable)):
-                workers[impl] = Worker(python, impl, weights, args.threads, Path(tmp) / f"{impl}.npy")
+            for impl, python in (("official", args.official_python), ("ours", args.ours_python)):
+                extra = ["--stack-slices", str(args.stack_slices or 1)]
+                extra += ["--precision", args.precision] if impl == "ours" else []
+                workers[impl] = Worker(python, impl, weights, args.threads, Path(tmp) / f"{impl}.npy", extra)
             for name, rounds, repeats in jobs:
                 for round_index in range(rounds):
                     order = ("official", "ours") if round_index % 2 == 0 else ("ours", "official")
@@ -100,16 +116,27 @@ def main() -> None:
         diff = float(np.abs(np.load(Path(tmp) / "ours.npy") - np.load(Path(tmp) / "official.npy")).max())
 
     versions = {impl: worker.info["torch"] for impl, worker in workers.items()}
+    precision = workers["ours"].info.get("precision", "float32")
     print(f"\nthreads={args.threads}, torch ours {versions['ours']}, official {versions['official']}")
-    print(f"embedding max |ours - official| = {diff:.2e} (tolerance 1e-3)")
-    for name, label in (("encoder", "encoder, 1024x1024 input"), ("click", "one click, 3 masks at 512x512")):
+    print(f"ours in {precision}; embedding max |ours - official| = {diff:.2e} (float32 tolerance 1e-3)")
+    labels = {
+        "encoder": "encoder, 1024x1024 input",
+        "click": "one click, 3 masks at 512x512",
+        "stack": f"stack, {args.stack_slices} x 512x512",
+    }
+    summary = {"threads": args.threads, "torch": versions, "precision": precision, "max_diff": diff, "results": {}}
+    for name, _, _ in jobs:
         ours = statistics.median(times["ours"][name])
         official = statistics.median(times["official"][name])
+        summary["results"][name] = {"official_s": official, "ours_s": ours, "ratio": official / ours}
+        summary["results"][name]["rounds_ratio"] = statistics.median(ratios[name])
         print(
-            f"{label:32s} official {official * 1e3:8.1f} ms   ours {ours * 1e3:8.1f} ms   "
+            f"{labels[name]:32s} official {official * 1e3:8.1f} ms   ours {ours * 1e3:8.1f} ms   "
             f"speed-up {official / ours:5.2f}x (median of {len(ratios[name])} rounds' ratios "
             f"{statistics.median(ratios[name]):5.2f}x)"
         )
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

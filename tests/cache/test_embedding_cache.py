@@ -17,48 +17,10 @@ from napari_mobilesam.cache.store import store_name
 from napari_mobilesam.engine.embedding import EMBEDDING_SHAPE, ImageEmbedding
 from napari_mobilesam.engine.preprocessing import preprocess_shape
 from napari_mobilesam.errors import MobileSAMError
+from support.fake_encoder import FakeModel, FakePredictor, fake_embedding, image
 
 SLOT = {"image_id": "s", "slice_index": 1, "n_slices": 2}  # slice 1 of a two-slice stack "s"
 EMBEDDING_BYTES = int(np.prod(EMBEDDING_SHAPE)) * 4
-_PATTERN = (np.arange(np.prod(EMBEDDING_SHAPE), dtype=np.float32).reshape(EMBEDDING_SHAPE) % 251) / 251
-
-
-def fake_embedding(image, contrast_limits=None) -> ImageEmbedding:
-    """Deterministic, content- and contrast-dependent, never all zeros."""
-    image = np.asarray(image, dtype=np.float64)
-    offset = 1.0 + image.mean()
-    if contrast_limits is not None:
-        offset += 0.5 * contrast_limits[0] + 0.25 * contrast_limits[1]
-    height, width = image.shape[:2]
-    return ImageEmbedding(_PATTERN + np.float32(offset), (height, width), preprocess_shape(height, width))
-
-
-class FakeModel:
-    def __init__(self, sha256: str = "a" * 64) -> None:
-        self.weights_sha256 = sha256
-
-
-class FakePredictor:
-    """Counts encodes; ``gate`` (an Event) makes ``embed`` wait until it is set."""
-
-    def __init__(self, sha256: str = "a" * 64, gate: threading.Event | None = None) -> None:
-        self.model = FakeModel(sha256)
-        self.calls = 0
-        self.started = threading.Event()
-        self.gate = gate
-        self._lock = threading.Lock()
-
-    def embed(self, image, contrast_limits=None) -> ImageEmbedding:
-        with self._lock:
-            self.calls += 1
-        self.started.set()
-        if self.gate is not None:
-            assert self.gate.wait(10)
-        return fake_embedding(image, contrast_limits)
-
-
-def image(seed: int = 0, shape=(40, 60)) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 4000, size=shape, dtype=np.uint16)
 
 
 def assert_same(a: ImageEmbedding, b: ImageEmbedding) -> None:
@@ -299,12 +261,12 @@ def test_a_file_in_the_way_turns_the_disk_cache_off_with_one_warning(tmp_path, c
 
 
 def test_disk_write_failure_keeps_working_in_memory(tmp_path, caplog, monkeypatch):
-    from napari_mobilesam.cache import embedding_cache
+    from napari_mobilesam.cache import disk_slots
 
     def full_disk(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(embedding_cache, "write_slice", full_disk)
+    monkeypatch.setattr(disk_slots, "write_slice", full_disk)
     cache, predictor = EmbeddingCache(directory=tmp_path), FakePredictor()
     for index in range(3):
         assert cache.embedding(predictor, image(index))[1] == "computed"

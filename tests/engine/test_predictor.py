@@ -161,7 +161,10 @@ def test_mask_input_refines(ready):
         ({"point_coords": [[600.0, 2.0]], "point_labels": [1]}, "outside"),
         ({"point_coords": [[-3.0, 2.0]], "point_labels": [1]}, "outside"),
         ({"box": [50.0, 10.0, 20.0, 40.0]}, "x1 < x0"),
-        ({"box": [600.0, 10.0, 700.0, 40.0]}, r"Box \(x0=600, y0=10, x1=700, y1=40\) lies entirely outside the 512x512"),
+        (
+            {"box": [600.0, 10.0, 700.0, 40.0]},
+            r"Box \(x0=600, y0=10, x1=700, y1=40\) lies entirely outside the 512x512",
+        ),
         ({"box": [[10, 10, 40, 40], [-90, -90, -10, -10]]}, "entirely outside"),
         ({"box": [1.0, 2.0, 3.0]}, r"shape \(4,\)"),
         ({"box": [[1, 2, 3, 4], [1, 2, 3, 4]], "point_coords": [[1.0, 1.0]], "point_labels": [1]}, "disagree"),

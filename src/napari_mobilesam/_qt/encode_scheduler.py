@@ -40,6 +40,34 @@ def encode_plane(session, plane: LayerPlane, should_stop=None) -> Encoded:
     return Encoded(plane, embedding, source, seconds, session.cache.describe(), predictor.model)
 
 
+def encode_planes(session, planes: list[LayerPlane], should_stop=None) -> list[Encoded]:
+    """:func:`encode_plane` for several planes of one image, their misses encoded together (one batch)."""
+    first = planes[0]
+    if len(planes) == 1 or any(
+        (p.image_id, p.contrast_limits, p.n_slices) != (first.image_id, first.contrast_limits, first.n_slices)
+        for p in planes
+    ):
+        return [encode_plane(session, plane, should_stop) for plane in planes]
+    from ..engine.interrupt import install, interruptible
+
+    predictor = session.predictor()
+    install(predictor.model)
+    start = time.perf_counter()
+    with interruptible(should_stop or _never):
+        found = session.cache.embeddings(
+            predictor,
+            [plane.read() for plane in planes],
+            contrast_limits=first.contrast_limits,
+            image_id=first.image_id,
+            slice_indices=[plane.slice_index for plane in planes],
+            n_slices=first.n_slices,
+            batch_size=len(planes),
+        )
+    seconds = (time.perf_counter() - start) / len(planes)
+    text = session.cache.describe()
+    return [Encoded(plane, e, source, seconds, text) for plane, (e, source) in zip(planes, found, strict=True)]
+
+
 def _never() -> bool:
     return False
 

@@ -6,27 +6,40 @@ import time
 
 from napari.qt.threading import create_worker
 
-from .encode_scheduler import encode_plane
+from .encode_scheduler import encode_planes
 
 POLL_SECONDS = 0.05
 
 
 def prefetch_planes(session, planes, user_is_busy, should_stop=None):
-    """Generator: encode each plane of ``planes`` into the cache, pausing while ``user_is_busy()``.
+    """Generator: encode the planes of ``planes`` into the cache, pausing while ``user_is_busy()``.
 
+    Planes are encoded in batches of the device's size
+    (:func:`~napari_mobilesam.engine.batching.encode_batch_size`, 1 on a CPU).
     It yields between steps, so the worker can be stopped (``quit``) at any
-    yield: while it waits, and after each plane (an encode itself takes about a
+    yield: while it waits, and after each batch (an encode itself takes about a
     second; ``should_stop()`` stops it within, when the widget closes).
     """
-    for plane in planes:
+    planes, size = list(planes), None
+    while planes:
         while user_is_busy():
             yield None
             time.sleep(POLL_SECONDS)
         try:
-            encoded = encode_plane(session, plane, should_stop)
+            if size is None:
+                size = _batch_size(session) if len(planes) > 1 else 1
+            batch, planes = planes[:size], planes[size:]
+            encoded = encode_planes(session, batch, should_stop)
         except Exception:  # noqa: BLE001  a failed prefetch is retried when the user gets there
             return
-        yield encoded
+        yield from encoded
+
+
+def _batch_size(session) -> int:
+    from ..engine.batching import encode_batch_size
+
+    predictor = session.predictor()  # loads the model if needed (in the worker)
+    return encode_batch_size(predictor.device, predictor.precision)
 
 
 class Prefetcher:

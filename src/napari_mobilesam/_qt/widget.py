@@ -8,11 +8,10 @@ from napari's console::
     widget.segment()                     # wait for the mask
     widget.accept()                      # -> [1]: the new label id
 
-Every button has a public method, so a script can do what a user does. The
-state of each image lives in an :class:`~napari_mobilesam.interactive.image_state.ImageState`
-(:attr:`MobileSAMWidget.state` is the current image's); the controllers
-(layers, tools, plane, prompts, accepting) change it and the widget redraws
-on its events.
+Every button has a public method, so a script can do what a user does. The state of each image lives
+in an :class:`~napari_mobilesam.interactive.image_state.ImageState` (:attr:`MobileSAMWidget.state` is the
+current image's); the controllers (layers, tools, plane, prompts, accepting) change it and the widget
+redraws on its events.
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from .lifecycle import Lifecycle
 from .model_picker import ModelPicker
 from .notify import reporting
 from .plane_tracking import PlaneFollower
+from .precision_section import PrecisionSection
 from .prefetch import Prefetcher
 from .sections import CacheSection, LayersSection, PromptSection, StatusLabel
 from .stack_command import RUNS
@@ -121,6 +121,7 @@ class MobileSAMWidget(QWidget):
         #: "Segment everything": every object on the slice shown, or on all slices.
         self.everything_section = EverythingSection(self)
         self.add_section(self.everything_section)
+        self.precision_section = PrecisionSection(self)  #: the encoder's precision (adds itself)
 
         RUNS.widgets[id(self.viewer)] = self
         self._connect()

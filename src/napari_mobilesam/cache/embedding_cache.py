@@ -9,22 +9,20 @@ embedding is kept twice:
   :mod:`napari_mobilesam.cache.store` describes the layout and how it is written.
 
 An embedding is found by its **key** (:mod:`napari_mobilesam.cache.keys`): a
-hash of the slice's pixels, the model's weights, the contrast limits and the
-preprocessing version. Other weights, other contrast or an edited slice
-therefore miss and are encoded again.
+hash of the slice's pixels, the model's weights, the contrast limits, the
+preprocessing version and the encoder's precision. Other weights, other
+contrast, another precision or an edited slice therefore miss and are
+encoded again. What the disk half does with slices it cannot trust and with
+disk problems is :mod:`napari_mobilesam.cache.disk_slots`'s. The instance
+maps of micro-sam's decoder are kept beside the embeddings
+(:meth:`EmbeddingCache.embedding_and_maps`).
 
-A slice on disk that is not trusted (half-written, corrupt, other weights or
-contrast) is a miss, encoded again and rewritten; a store whose metadata is
-unreadable or whose shape does not fit ``n_slices`` is deleted and rebuilt.
-Disk problems (full, read-only) never break segmentation: they are logged
-once and the cache carries on in memory. A folder that cannot be one (a file
-in the way) turns the disk cache off: :attr:`EmbeddingCache.directory` is
-then ``None`` and :attr:`EmbeddingCache.disk_problem` says why.
+Several slices can be asked for at once (:meth:`EmbeddingCache.embeddings`):
+those missing are encoded together, in batches of the device's size.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 from concurrent.futures import Future
@@ -35,24 +33,10 @@ import numpy as np
 from ..engine.embedding import ImageEmbedding
 from ..engine.preprocessing import check_image_size
 from ..errors import MobileSAMError
-from ..io.files import remove_path
+from .disk_slots import DiskSlots
 from .keys import slice_key
 from .lru import ByteLRU
 from .maps_cache import MapsCache
-from .store import (
-    CorruptSliceError,
-    create_store,
-    folder_problem,
-    is_own_entry,
-    open_features,
-    read_slice,
-    store_bytes,
-    store_entries,
-    store_name,
-    write_slice,
-)
-
-logger = logging.getLogger(__name__)
 
 
 def _format_bytes(n: int) -> str:
@@ -76,6 +60,15 @@ def _check_slot(image_id: str | None, slice_index: int, n_slices: int) -> tuple[
             f"slice_index {slice_index} is outside a stack of {n_slices} slices; pass n_slices = the stack's length."
         )
     return slice_index, n_slices
+
+
+def _precision(predictor) -> str:
+    return getattr(predictor, "precision", "float32")
+
+
+def _store_id(image_id: str | None, precision: str) -> str | None:
+    """Embeddings of another precision live in a store of their own: they never fill each other's slots."""
+    return image_id if image_id is None or precision == "float32" else f"{image_id}|{precision}"
 
 
 class EmbeddingCache:
@@ -105,15 +98,11 @@ class EmbeddingCache:
     def __init__(self, memory_bytes: int = 1 << 30, directory: str | os.PathLike | None | bool = True) -> None:
         self._memory = ByteLRU()
         self._lock = threading.RLock()  # memory, stats, in-flight table
-        self._disk_lock = threading.RLock()  # every disk read and write
         self._inflight: dict[str, Future] = {}
-        self._directory_setting = directory
-        self._directory: Path | None = None
-        self._disk_problem: str | None = None
-        self._warned: set[str] = set()  # disk problems are logged once, not once per slice
+        self._disk = DiskSlots(directory)
         self.stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0}
         #: The instance maps of micro-sam's decoder, kept beside the embeddings (:meth:`embedding_and_maps`).
-        self.maps = MapsCache(self._disk_lock, self._warn_once)
+        self.maps = MapsCache(self._disk.lock, self._disk.warn_once)
         self.memory_bytes = memory_bytes
 
     # -- settings ------------------------------------------------------------
@@ -135,38 +124,27 @@ class EmbeddingCache:
     @property
     def directory(self) -> Path | None:
         """Folder of the disk cache, or ``None`` when the disk cache is off (asked for, or unusable: :attr:`disk_problem`)."""
-        setting = self._directory_setting
-        if setting is None or setting is False:
-            return None
-        if self._directory is None:
-            if setting is True:
-                from ..engine.cache_folder import cache_dir
-
-                folder = cache_dir() / "embeddings"
-            else:
-                folder = Path(setting).expanduser().absolute()
-            self._disk_problem = folder_problem(folder)
-            self._directory = folder
-        return None if self._disk_problem else self._directory
+        return self._disk.directory
 
     @property
     def disk_problem(self) -> str | None:
         """Why the disk cache asked for is off (e.g. ``"/x is a file, not a folder"``), or ``None``."""
-        self.directory  # noqa: B018 -- resolves the folder and checks it
-        return self._disk_problem
+        return self._disk.problem
 
-    def _warn_once(self, kind: str, message: str, *args) -> None:
-        if kind not in self._warned:
-            self._warned.add(kind)
-            logger.warning(message, *args)
+    @property
+    def disk_folder(self) -> Path | None:
+        """The folder asked for, even when it is unusable (see :attr:`disk_problem`); ``None``: disk cache off."""
+        return self._disk.folder
 
     # -- keys ----------------------------------------------------------------
 
-    def slice_key(self, image_slice, model, contrast_limits: tuple[float, float] | None = None) -> str:
-        """Hex key of one 2D slice ``(H, W)`` or ``(H, W, C)`` encoded by ``model`` with ``contrast_limits``."""
-        return slice_key(image_slice, model, contrast_limits)
+    def slice_key(
+        self, image_slice, model, contrast_limits: tuple[float, float] | None = None, precision: str = "float32"
+    ) -> str:
+        """Hex key of one 2D slice ``(H, W)`` or ``(H, W, C)`` encoded by ``model`` in ``precision`` with ``contrast_limits``."""
+        return slice_key(image_slice, model, contrast_limits, precision)
 
-    # -- the main entry point ------------------------------------------------
+    # -- the main entry points -----------------------------------------------
 
     def embedding(
         self,
@@ -185,15 +163,92 @@ class EmbeddingCache:
         slices called ``image_id`` (``None``: a store of its own). Returns
         ``(embedding, source)`` with ``source`` ``"memory"``, ``"disk"`` or ``"computed"``.
         """
-        slot = _check_slot(image_id, slice_index, n_slices)
-        key, pixels = self._read(image_slice, predictor, contrast_limits)
-        return self._embedding(key, predictor, pixels, contrast_limits, image_id, *slot)
+        slot = {"image_id": image_id, "slice_indices": [slice_index], "n_slices": n_slices}
+        return self.embeddings(predictor, [image_slice], contrast_limits=contrast_limits, **slot)[0]
 
-    def _read(self, image_slice, predictor, contrast_limits) -> tuple[str, np.ndarray]:
-        """``(key, pixels)`` of a slice: its size checked before it is read, then read once (a dask or zarr slice)."""
-        check_image_size(image_slice)
-        pixels = np.asarray(image_slice)
-        return self.slice_key(pixels, predictor.model, contrast_limits), pixels
+    def embeddings(
+        self,
+        predictor,
+        image_slices,
+        *,
+        contrast_limits: tuple[float, float] | None = None,
+        image_id: str | None = None,
+        slice_indices=None,
+        n_slices: int = 1,
+        batch_size: int | None = None,
+    ) -> list[tuple[ImageEmbedding, str]]:
+        """:meth:`embedding` of several slices of one stack, the misses encoded together.
+
+        ``slice_indices``: each slice's index in the stack (default ``0, 1, ...``).
+        Slices missing from memory and disk go to ``predictor.embed_many``
+        (``batch_size`` per forward pass, default the device's), one at a time
+        to ``predictor.embed`` when only one is missing. A slice another thread
+        is encoding is waited for, not encoded again. Returns ``(embedding,
+        source)`` per slice, in order.
+        """
+        return self._embeddings(predictor, image_slices, contrast_limits, image_id, slice_indices, n_slices, batch_size)[0]
+
+    def _embeddings(self, predictor, image_slices, contrast_limits, image_id, slice_indices, n_slices, batch_size):
+        """:meth:`embeddings`, and the slices' keys and store."""
+        image_slices = list(image_slices)
+        indices = range(len(image_slices)) if slice_indices is None else list(slice_indices)
+        slots = [_check_slot(image_id, index, n_slices) for index in indices]
+        for plane in image_slices:
+            check_image_size(plane)  # a plane too large to segment is refused before it is read
+        pixels = [np.asarray(plane) for plane in image_slices]  # a dask or zarr slice is read once
+        precision = _precision(predictor)
+        keys = [self.slice_key(plane, predictor.model, contrast_limits, precision) for plane in pixels]
+        store_id = _store_id(image_id, precision)
+        results: list = [None] * len(keys)
+        owned: dict[int, Future] = {}
+        waiting: list[tuple[int, Future]] = []
+        with self._lock:
+            for position, key in enumerate(keys):
+                cached = self._memory.get(key)
+                if cached is not None:
+                    self.stats["memory_hits"] += 1
+                    results[position] = (cached, "memory")
+                elif key in self._inflight:  # another thread (or an earlier copy in this call) encodes it
+                    waiting.append((position, self._inflight[key]))
+                else:
+                    owned[position] = self._inflight[key] = Future()
+        try:
+            missing = []
+            for position in owned:
+                embedding = self._disk.get(keys[position], store_id, slots[position][0])
+                if embedding is None:
+                    missing.append(position)
+                else:
+                    results[position] = (embedding, "disk")
+            if len(missing) == 1:
+                encoded = [predictor.embed(pixels[missing[0]], contrast_limits)]
+            elif missing:
+                encoded = predictor.embed_many([pixels[p] for p in missing], contrast_limits, batch_size=batch_size)
+            for position, embedding in zip(missing, encoded if missing else [], strict=True):
+                results[position] = (embedding, "computed")
+                self._disk.put(keys[position], embedding, store_id, *slots[position])
+            with self._lock:
+                for position in owned:
+                    embedding, source = results[position]
+                    self.stats["disk_hits" if source == "disk" else "misses"] += 1
+                    self._memory.put(keys[position], embedding)
+            for position, future in owned.items():
+                future.set_result(results[position][0])
+        except BaseException as error:
+            for future in owned.values():
+                if not future.done():
+                    future.set_exception(error)
+            raise
+        finally:
+            with self._lock:
+                for position, future in owned.items():
+                    if self._inflight.get(keys[position]) is future:
+                        del self._inflight[keys[position]]
+        for position, future in waiting:
+            results[position] = (future.result(), "memory")
+            with self._lock:
+                self.stats["memory_hits"] += 1
+        return results, keys, store_id
 
     def embedding_and_maps(self, predictor, image_slice, **where) -> tuple[ImageEmbedding, np.ndarray, str]:
         """The embedding of one 2D slice (as :meth:`embedding`, with its keywords ``contrast_limits``,
@@ -203,56 +258,28 @@ class EmbeddingCache:
         of ``predictor.model.instance_decoder``) are kept beside the embedding, in
         memory and in the same store on disk, under the embedding's key and the
         decoder's checksum (:class:`~napari_mobilesam.cache.maps_cache.MapsCache`).
+        ``known``: the slice's ``(embedding, source)`` already taken from this cache (a batch's), used as it is.
         Returns ``(embedding, maps, source of the embedding)``.
         """
         from ..segment.instance_everything import instance_decoder_of
 
         decoder = instance_decoder_of(predictor.model, "ais")
+        known = where.pop("known", None)
         contrast_limits, image_id = where.pop("contrast_limits", None), where.pop("image_id", None)
         slice_index, n_slices = _check_slot(image_id, where.pop("slice_index", 0), where.pop("n_slices", 1))
         if where:
             raise TypeError(f"embedding_and_maps() got unexpected keyword arguments {sorted(where)}")
-        key, pixels = self._read(image_slice, predictor, contrast_limits)
-        embedding, source = self._embedding(key, predictor, pixels, contrast_limits, image_id, slice_index, n_slices)
-        store = self._store_path(key, image_id)
+        if known is None:
+            [(embedding, source)], [key], store_id = self._embeddings(
+                predictor, [image_slice], contrast_limits, image_id, [slice_index], n_slices, None
+            )
+        else:
+            (embedding, source), precision = known, _precision(predictor)
+            key = self.slice_key(np.asarray(image_slice), predictor.model, contrast_limits, precision)
+            store_id = _store_id(image_id, precision)
+        store = self._disk.store_path(key, store_id)
         maps = self.maps.maps(key, embedding, decoder, store, 0 if image_id is None else slice_index, n_slices)
         return embedding, maps, source
-
-    def _embedding(self, key, predictor, pixels, contrast_limits, image_id, slice_index, n_slices):
-        with self._lock:
-            cached = self._memory.get(key)
-            if cached is not None:
-                self.stats["memory_hits"] += 1
-                return cached, "memory"
-            future = self._inflight.get(key)
-            owner = future is None
-            if owner:
-                future = self._inflight[key] = Future()
-        if not owner:
-            # Another thread is encoding this slice: share its result.
-            embedding = future.result()
-            with self._lock:
-                self.stats["memory_hits"] += 1
-            return embedding, "memory"
-        try:
-            embedding = self._disk_get(key, image_id, slice_index)
-            if embedding is not None:
-                source = "disk"
-            else:
-                embedding = predictor.embed(pixels, contrast_limits)
-                source = "computed"
-                self._disk_put(key, embedding, image_id, slice_index, n_slices)
-            with self._lock:
-                self.stats["disk_hits" if source == "disk" else "misses"] += 1
-                self._memory.put(key, embedding)
-            future.set_result(embedding)
-            return embedding, source
-        except BaseException as error:
-            future.set_exception(error)
-            raise
-        finally:
-            with self._lock:
-                self._inflight.pop(key, None)
 
     # -- get / put -----------------------------------------------------------
 
@@ -263,7 +290,7 @@ class EmbeddingCache:
             if cached is not None:
                 self.stats["memory_hits"] += 1
                 return cached
-        embedding = self._disk_get(key, image_id, slice_index)
+        embedding = self._disk.get(key, image_id, slice_index)
         with self._lock:
             if embedding is None:
                 self.stats["misses"] += 1
@@ -281,14 +308,14 @@ class EmbeddingCache:
         slice_index, n_slices = _check_slot(image_id, slice_index, n_slices)
         with self._lock:
             self._memory.put(key, embedding)
-        self._disk_put(key, embedding, image_id, slice_index, n_slices)
+        self._disk.put(key, embedding, image_id, slice_index, n_slices)
 
     def contains(self, key: str, image_id: str | None = None, slice_index: int = 0) -> bool:
         """Whether ``key`` is in memory or validly on disk (reads and checks the chunk)."""
         with self._lock:
             if key in self._memory:
                 return True
-        return self._disk_get(key, image_id, slice_index) is not None
+        return self._disk.get(key, image_id, slice_index) is not None
 
     def __contains__(self, key: str) -> bool:
         return self.contains(key)
@@ -301,12 +328,8 @@ class EmbeddingCache:
             with self._lock:
                 self._memory.clear()
                 self.maps.clear_memory()
-        directory = self.directory
-        if disk and directory is not None:
-            with self._disk_lock:
-                for entry in store_entries(directory):
-                    if is_own_entry(entry):  # a user's files in the same folder are never deleted
-                        remove_path(entry)
+        if disk:
+            self._disk.clear()
 
     @property
     def memory_bytes_used(self) -> int:
@@ -320,10 +343,7 @@ class EmbeddingCache:
 
     def disk_bytes_used(self) -> int:
         """Bytes of this cache's files on disk (0 when the disk cache is off)."""
-        directory = self.directory
-        if directory is None:
-            return 0
-        return store_bytes(directory)
+        return self._disk.bytes_used()
 
     def describe(self) -> str:
         """One line for the user, e.g. ``"12 embeddings in memory (48 MiB of 1.0 GiB), 130 MiB on disk at /path"``."""
@@ -333,64 +353,6 @@ class EmbeddingCache:
         text += f"{_format_bytes(self._memory.limit)})"
         directory = self.directory
         if directory is None:
-            return text + (f", disk cache off ({self._disk_problem})" if self._disk_problem else ", disk cache off")
+            problem = self.disk_problem
+            return text + (f", disk cache off ({problem})" if problem else ", disk cache off")
         return text + f", {_format_bytes(self.disk_bytes_used())} on disk at {directory}"
-
-    # -- disk ----------------------------------------------------------------
-
-    def _store_path(self, key: str, image_id: str | None) -> Path | None:
-        directory = self.directory
-        if directory is None:
-            if self._disk_problem:
-                self._warn_once(
-                    "folder",
-                    "Embedding cache: %s; the disk cache is off, embeddings are kept in memory only. "
-                    "Point NAPARI_MOBILESAM_CACHE (or directory=) at a folder.",
-                    self._disk_problem,
-                )
-            return None
-        return directory / store_name(key if image_id is None else image_id)
-
-    def _disk_get(self, key: str, image_id: str | None, slice_index: int) -> ImageEmbedding | None:
-        path = self._store_path(key, image_id)
-        if path is None:
-            return None
-        if image_id is None:
-            slice_index = 0
-        with self._disk_lock:
-            try:
-                return read_slice(path, key, slice_index)
-            except FileNotFoundError:
-                return None
-            except CorruptSliceError:
-                logger.warning("Embedding cache: slice %s of %s is corrupt; encoding it again.", slice_index, path)
-                return None
-            except Exception as error:  # half-written or damaged: never trusted
-                logger.info("Embedding cache: cannot read slice %s of %s (%s).", slice_index, path, error)
-                return None
-
-    def _disk_put(
-        self, key: str, embedding: ImageEmbedding, image_id: str | None, slice_index: int, n_slices: int
-    ) -> None:
-        path = self._store_path(key, image_id)
-        if path is None:
-            return
-        with self._disk_lock:
-            try:
-                features = self._open_or_build(path, n_slices)
-                write_slice(path, features, key, embedding, slice_index)
-            except Exception as error:
-                self._warn_once(
-                    "write", "Embedding cache: cannot write to %s (%s); keeping embeddings in memory only.", path, error
-                )
-                logger.info("Embedding cache: cannot write slice %s to %s (%s).", slice_index, path, error)
-
-    def _open_or_build(self, path: Path, n_slices: int):
-        """The ``features`` array of a valid store at ``path`` for ``n_slices`` slices, rebuilding it if needed."""
-        if path.exists():
-            try:
-                return open_features(path, mode="r+", n_slices=n_slices)
-            except Exception as error:
-                logger.info("Embedding cache: rebuilding %s (%s).", path, error)
-                remove_path(path)
-        return create_store(path, n_slices)

@@ -2,10 +2,11 @@
 
 A key is a BLAKE2b hash of the slice's pixels (bytes, shape, dtype), the
 model's weights checksum (:func:`model_checksum`), the contrast limits (or,
-without them, the model's input normalisation) and
-:data:`PREPROCESSING_VERSION`. Other weights, another model, other contrast
-or an edited slice therefore get another key, miss and are encoded again.
-:func:`maps_key` extends a slice's key with the instance decoder's checksum.
+without them, the model's input normalisation), :data:`PREPROCESSING_VERSION`
+and the encoder's precision. Other weights, another model, other contrast,
+another precision or an edited slice therefore get another key, miss and are
+encoded again. :func:`maps_key` extends a slice's key with the instance
+decoder's checksum.
 """
 
 from __future__ import annotations
@@ -46,8 +47,15 @@ def model_checksum(model) -> str:
     return checksum
 
 
-def slice_key(image_slice, model, contrast_limits: tuple[float, float] | None = None) -> str:
-    """Hex key of one 2D slice ``(H, W)`` or ``(H, W, C)`` encoded by ``model`` with ``contrast_limits``."""
+def slice_key(
+    image_slice, model, contrast_limits: tuple[float, float] | None = None, precision: str = "float32"
+) -> str:
+    """Hex key of one 2D slice ``(H, W)`` or ``(H, W, C)`` encoded by ``model`` with ``contrast_limits``.
+
+    ``precision``: the encoder's (``Predictor.precision``); embeddings of
+    different precisions never share a key. Float32 keys are those made
+    before precisions existed, so caches written then still hit.
+    """
     pixels = np.ascontiguousarray(np.asarray(image_slice))
     if pixels.dtype.hasobject:
         raise MobileSAMError(f"Cannot cache an image of dtype {pixels.dtype}; pass numbers (int, float or bool).")
@@ -59,6 +67,8 @@ def slice_key(image_slice, model, contrast_limits: tuple[float, float] | None = 
         limits = ",".join(f"{float(v):.9g}" for v in contrast_limits)
     digest = hashlib.blake2b(digest_size=32)
     header = f"napari-mobilesam|pre{PREPROCESSING_VERSION}|{pixels.dtype.str}|{pixels.shape}|{limits}|"
+    if precision != "float32":
+        header += f"{precision}|"
     digest.update(header.encode())
     digest.update(model_checksum(model).encode())
     digest.update(b"|")

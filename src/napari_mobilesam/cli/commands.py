@@ -99,7 +99,8 @@ def cmd_prompt(args) -> None:
     group_prompts(shape, points, polarity, boxes)  # every prompt checked before the model loads
     model = _checked_model(args)
     session = process_session(
-        model.weights, model.device, _cache_dir(args), args.threads, model_name=model.name, decoder=model.decoder
+        model.weights, model.device, _cache_dir(args), args.threads, model_name=model.name, decoder=model.decoder,
+        precision=args.precision,
     )
     with ProgressBar("prompt", quiet=args.quiet) as bar:
         labels = segment_from_prompts(
@@ -187,7 +188,8 @@ def _job(args, task: str, image):
 
         # The model, loaded once: the slices reuse it.
         session = process_session(
-            model.weights, model.device, cache_dir, threads, model_name=model.name, decoder=model.decoder
+            model.weights, model.device, cache_dir, threads, model_name=model.name, decoder=model.decoder,
+            precision=args.precision,
         )
         has_decoder = getattr(session.model(), "instance_decoder", None) is not None
     if sampler in ("ais", "apg") and not has_decoder:
@@ -209,6 +211,7 @@ def _job(args, task: str, image):
         params=params,
         model=model.name,
         decoder=model.decoder,
+        precision=args.precision,
     )
 
 

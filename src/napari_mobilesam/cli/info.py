@@ -31,6 +31,7 @@ def cmd_info(args) -> None:
         if args.device:
             raise
         device, device_note = "unavailable", str(error)
+    precision = _precision_report(device, args.precision)
     cache = None if args.no_cache else EmbeddingCache(memory_bytes=0, directory=args.cache or True)
     dask_version, distributed_version = _version("dask"), _version("distributed")
     report = {
@@ -40,6 +41,7 @@ def cmd_info(args) -> None:
         "device": device,
         "device_source": device_note,
         "threads": torch.get_num_threads(),
+        "precision": precision,
         "weights": status,
         "models": models_report(),
         "cache": None if cache is None else _cache_report(cache),
@@ -61,6 +63,8 @@ def cmd_info(args) -> None:
     lines = [
         f"napari-mobilesam {__version__} (Python {report['python']}, torch {report['torch']})",
         f"device:   {device} ({device_note}); torch threads: {report['threads']}",
+        f"precision: {precision['used']} ({precision['reason']}); auto here: {precision['auto']} "
+        f"({precision['auto_reason']})",
         f"weights:  {weights} [{state}] (from {status['source']})",
     ]
     if cache is None:
@@ -114,6 +118,17 @@ def _describe_models(models: list[dict]) -> list[str]:
     return lines
 
 
+def _precision_report(device: str, precision: str) -> dict:
+    """The precision a run would use on ``device`` and what ``auto`` picks there, each with its reason."""
+    from ..engine.precision import choose_precision, cpu_bf16_features
+
+    where = device if device != "unavailable" else "cpu"
+    used, auto = choose_precision(where, precision), choose_precision(where, "auto")
+    report = {"asked": precision, "used": used.name, "reason": used.reason, "auto": auto.name}
+    report.update(auto_reason=auto.reason.removeprefix("auto: "), cpu_features=cpu_bf16_features())
+    return report
+
+
 def _weights_problem(status: dict) -> str | None:
     """Why the weights a run would use cannot be used (missing where nothing is downloaded, or not loading), or None."""
     from ..engine.weights import WEIGHTS_ENV, check_weights
@@ -147,7 +162,7 @@ def _weights_problem(status: dict) -> str | None:
 
 def _cache_report(cache) -> dict:
     problem = cache.disk_problem
-    path = str(cache._directory) if problem else str(cache.directory)
+    path = str(cache.disk_folder) if problem else str(cache.directory)
     return {"path": path, "bytes": cache.disk_bytes_used(), "problem": problem}
 
 

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     group.add_argument("--decoder", metavar="FILE", help="instance decoder file instead of the model's own")
     group.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:N or mps (default: the best available)")
+    from ..engine.precision import EncoderSettings
+
+    add_settings(group, EncoderSettings)  # --precision
     group.add_argument(
         "--cache",
         metavar="DIR",

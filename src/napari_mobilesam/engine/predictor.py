@@ -28,8 +28,18 @@ class Predictor:
         best = masks[scores.argmax()]                    # (H, W) bool
     """
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, precision: str | None = None) -> None:
+        """``precision``: the encoder's arithmetic, ``"float32"`` (exact), ``"bfloat16"``, ``"float16"`` or
+        ``"auto"`` (see :mod:`napari_mobilesam.engine.precision`); default: the model's
+        (``load_model(precision=...)``), else float32. Embeddings are float32 whatever it is.
+        """
+        from .precision import choose_precision
+
         self.model = model
+        choice = choose_precision(model.device, precision or getattr(model, "precision", None))
+        #: The precision the encoder runs in (``"float32"``, ``"bfloat16"`` or ``"float16"``) and why.
+        self.precision, self.precision_reason = choice.name, choice.reason
+        self._dtype = None if choice.name == "float32" else choice.dtype
         self.reset_image()
 
     @property
@@ -46,12 +56,44 @@ class Predictor:
         (see :mod:`napari_mobilesam.engine.preprocessing`; without them, the
         model's own input normalisation).
         """
-        rgb = self.input_rgb(image, contrast_limits)
-        resized = resize_longest_side(rgb)
-        x = torch.from_numpy(resized).to(self.device).permute(2, 0, 1)[None].float()
+        return self.embed_many([image], contrast_limits, batch_size=1)[0]
+
+    def embed_many(
+        self, images, contrast_limits: tuple[float, float] | None = None, batch_size: int | None = None
+    ) -> list[ImageEmbedding]:
+        """Encode several 2D images, ``batch_size`` per forward pass; their embeddings in order.
+
+        Each image is preprocessed on its own, as by :meth:`embed` (sizes may
+        differ: all are padded to 1024 x 1024), so the embeddings equal
+        one-at-a-time ones up to float rounding. ``batch_size``: default
+        :func:`~napari_mobilesam.engine.batching.encode_batch_size` for this
+        device and precision (1 on a CPU).
+        """
+        from .batching import encode_batch_size
+
+        images = list(images)
+        size = max(1, int(batch_size or encode_batch_size(self.device, self.precision)))
+        out = []
+        for start in range(0, len(images), size):
+            out.extend(self._encode([self.input_rgb(image, contrast_limits) for image in images[start : start + size]]))
+        return out
+
+    def _encode(self, rgbs: list[np.ndarray]) -> list[ImageEmbedding]:
+        """One forward pass of the encoder over uint8 RGB images."""
+        resized = [resize_longest_side(rgb) for rgb in rgbs]
         with torch.inference_mode():
-            features = self.model.image_encoder(self.model.preprocess(x))
-        return ImageEmbedding(features[0].cpu().numpy(), rgb.shape[:2], resized.shape[:2])
+            inputs = [
+                self.model.preprocess(torch.from_numpy(r).to(self.device).permute(2, 0, 1)[None].float())
+                for r in resized
+            ]
+            batch = inputs[0] if len(inputs) == 1 else torch.cat(inputs)
+            features = self.model.image_encoder(batch, dtype=self._dtype).cpu().numpy()
+        # Each embedding its own array: one kept in a cache must not hold its whole batch's.
+        own = (lambda i: features[i]) if len(rgbs) == 1 else (lambda i: features[i].copy())
+        return [
+            ImageEmbedding(own(i), rgb.shape[:2], r.shape[:2])
+            for i, (rgb, r) in enumerate(zip(rgbs, resized, strict=True))
+        ]
 
     def input_rgb(self, image, contrast_limits: tuple[float, float] | None = None) -> np.ndarray:
         """``(H, W, 3)`` uint8: ``image`` as this model's encoder sees it (its ``input_normalization``)."""

@@ -36,6 +36,9 @@ class Session:
         model_name, decoder: the registered model to load (default: ``NAPARI_MOBILESAM_MODEL``
             or ``mobile_sam``) and a local decoder file (default: the model's own), as ``load_model``'s
             ``model=`` and ``decoder=``. :meth:`switch_model` changes the model.
+        precision: the encoder's precision for every predictor (``"float32"``, ``"bfloat16"``,
+            ``"float16"`` or ``"auto"``, see :mod:`~napari_mobilesam.engine.precision`;
+            default: the model's, float32 unless loaded otherwise); :meth:`set_precision` changes it.
 
     :meth:`predictor` is one predictor shared by interactive work (the widget):
     hold :attr:`predict_lock` around making an image current and decoding it.
@@ -53,6 +56,7 @@ class Session:
         threads=None,
         model_name: str | None = None,
         decoder=None,
+        precision=None,
     ):
         self._load_lock = threading.Lock()
         self.predict_lock = threading.RLock()
@@ -65,6 +69,7 @@ class Session:
         self.cache = cache if cache is not None else EmbeddingCache()
         #: How many times this session loaded a model from a weights file.
         self.loads = 0
+        self._precision = precision
 
     # -- the model ---------------------------------------------------------------
 
@@ -154,14 +159,14 @@ class Session:
             if self._predictor is None or self._predictor.model is not model:
                 from .predictor import Predictor
 
-                self._predictor = Predictor(model)
+                self._predictor = Predictor(model, self._precision)
             return self._predictor
 
     def new_predictor(self):
         """A predictor of its own over the session's model (its current image is nobody else's)."""
         from .predictor import Predictor
 
-        return Predictor(self.model())
+        return Predictor(self.model(), self._precision)
 
     def thread_predictor(self):
         """This thread's predictor over the session's model, made on first use and kept."""
@@ -170,15 +175,33 @@ class Session:
         if predictor is None or predictor.model is not model:
             from .predictor import Predictor
 
-            predictor = self._per_thread.predictor = Predictor(model)
+            predictor = self._per_thread.predictor = Predictor(model, self._precision)
         return predictor
 
+    def set_precision(self, precision: str | None) -> None:
+        """Encode in ``precision`` from now on (the model stays: its weights are cast when first needed)."""
+        from .precision import check_precision
+
+        precision = None if precision is None else check_precision(precision)
+        with self._load_lock, self.predict_lock:
+            self._precision = precision
+            self._predictor = None
+            self._per_thread = threading.local()
+
+    @property
+    def precision(self) -> str | None:
+        """The precision asked for (``None``: the model's)."""
+        return self._precision
+
     def describe(self) -> str:
-        """Weights and device, for a status line."""
+        """Weights, device and the encoder's precision, for a status line."""
         model = self._model
         if model is None:
             return "weights: not loaded yet"
-        return f"weights: {self._source} · device: {model.device}"
+        text = f"weights: {self._source} · device: {model.device}"
+        predictor = self._predictor
+        precision = predictor.precision if predictor is not None else (self._precision or "")
+        return text + (f" · {precision}" if precision and precision != "float32" else "")
 
 
 def _describe_weights(model) -> str:
@@ -220,23 +243,31 @@ def process_session(
     *,
     model_name: str | None = None,
     decoder: str | None = None,
+    precision: str | None = None,
 ) -> Session:
     """This process's session for the model ``model_name`` (its ``weights`` and ``decoder`` files) on ``device``
     with the disk cache ``cache_dir`` (None: memory only).
 
     Made on first use and kept, like the model, which is loaded once per model, files
-    and device and shared by the sessions of every cache folder. The cache keeps
-    nothing in memory: batch work uses each slice once.
+    and device and shared by the sessions of every cache folder and precision. The
+    cache keeps nothing in memory: batch work uses each slice once.
     """
     model_key = (weights, device, model_name, decoder)
-    key = (*model_key, cache_dir)
+    key = (*model_key, cache_dir, precision)
     with _LOCK:
         session = _SESSIONS.get(key)
         if session is None:
             model = _MODELS.get(model_key)
             cache = EmbeddingCache(memory_bytes=0, directory=cache_dir)
             session = Session(
-                model, cache, weights=weights, device=device, threads=threads, model_name=model_name, decoder=decoder
+                model,
+                cache,
+                weights=weights,
+                device=device,
+                threads=threads,
+                model_name=model_name,
+                decoder=decoder,
+                precision=precision,
             )
             _SESSIONS[key] = session
     if not session.has_model:

@@ -31,6 +31,7 @@ from .device import DEVICE_ENV, resolve_device
 from .downloads import MODELS_URL_ENV, cached_path, env_value, fetch_file, file_digest, file_sha256, source_url
 from .malloc_tuning import keep_freed_memory
 from .model_registry import MODEL_ENV, MODELS, WEIGHTS_ENV, WEIGHTS_URL_ENV, ModelSpec, model_spec
+from .precision import choose_precision
 
 _MOBILE_SAM = MODELS["mobile_sam"].sam
 OFFICIAL_URL = _MOBILE_SAM.url
@@ -122,6 +123,7 @@ def load_model(
     *,
     model: str | None = None,
     decoder: str | os.PathLike | None = None,
+    precision: str | None = None,
 ) -> MobileSAM:
     """A registered model (MobileSAM weights and, if it has one, micro-sam's instance decoder), eval mode, on ``device``.
 
@@ -144,6 +146,12 @@ def load_model(
     decoder
         A local instance decoder file instead of the model's own (a plain decoder
         state dict, or a micro-sam checkpoint with a ``decoder_state``).
+    precision
+        The image encoder's arithmetic: ``"float32"`` (default, exact),
+        ``"bfloat16"``, ``"float16"`` or ``"auto"`` (reduced where the device
+        computes it natively; see :mod:`napari_mobilesam.engine.precision`).
+        The weights stay float32 (cast once for the encoder), the embedding is
+        float32 and the decoder runs in float32.
 
     Returns
     -------
@@ -153,7 +161,9 @@ def load_model(
         keys on it), and ``instance_decoder``: the
         :class:`~napari_mobilesam.model.instance_decoder.InstanceDecoder` (with its
         own ``weights_path`` and ``weights_sha256``) or None. The decoder is kept
-        outside the module tree, so ``state_dict()`` stays ``mobile_sam.pt``'s.
+        outside the module tree, so ``state_dict()`` stays ``mobile_sam.pt``'s, and ``precision`` (the
+        encoder's, chosen: ``"float32"``, ``"bfloat16"`` or ``"float16"``) with
+        ``precision_reason``, the default of its predictors.
 
     Example::
 
@@ -170,6 +180,7 @@ def load_model(
     """
     target_device = resolve_device(device)  # before a possible download
     spec = model_spec(model)
+    choice = choose_precision(target_device, precision)
     keep_freed_memory()
     path = _sam_path(spec, checkpoint)
     contents = read_sam_checkpoint(path)
@@ -182,6 +193,7 @@ def load_model(
     sam.to(target_device).eval()
     sam.weights_path = str(path.resolve())
     sam.weights_sha256 = file_sha256(path)
+    sam.precision, sam.precision_reason = choice.name, choice.reason
 
     instance_decoder = None
     decoder_file = path if decoder is None and contents.decoder is not None else _decoder_path(spec, decoder)

@@ -1,22 +1,25 @@
-"""The last-used "Segment everything" settings of this process.
+"""The last-used "Segment everything" and encoder settings of this process.
 
 The widget's "Segment everything" section writes them whenever a control
 changes; the menu command Layers › Segment › Segment whole stack (MobileSAM)
 reads them, so the command segments the way the user last tuned it. The AIS
 and APG settings are kept per model, starting from micro-sam's values for it
-(:func:`~napari_mobilesam.segment.params.settings_for_model`). Kept in memory
-only (one process, one set). Plain data: no torch, no Qt.
+(:func:`~napari_mobilesam.segment.params.settings_for_model`). The
+encoder's precision is remembered the same way: a new widget starts with it.
+Kept in memory only (one process, one set). Plain data: no torch, no Qt.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from ..engine.precision import EncoderSettings
 from ..segment.params import INSTANCE_SAMPLERS, EverythingParams, settings_for_model
 
 _LAST_USED = EverythingParams()
 _CHOSEN = False  # whether a sampler was chosen (by the widget) yet
 _INSTANCE: dict[tuple[str, str], object] = {}  # (model name, "ais"/"apg") -> its settings
+_LAST_ENCODER = EncoderSettings()
 
 
 def last_used() -> EverythingParams:
@@ -52,3 +55,16 @@ def settings_for_run(model_name: str, has_decoder: bool):
     if params.sampler not in INSTANCE_SAMPLERS:
         return params, None
     return params, instance_settings(model_name, params.sampler)
+
+
+def last_encoder() -> EncoderSettings:
+    """The encoder settings used last in this process (float32 until the widget changes them)."""
+    return _LAST_ENCODER
+
+
+def remember_encoder(settings: EncoderSettings) -> None:
+    """Make ``settings`` the last-used encoder settings."""
+    global _LAST_ENCODER
+    if not isinstance(settings, EncoderSettings):
+        raise TypeError(f"Expected EncoderSettings, got {type(settings).__name__}.")
+    _LAST_ENCODER = settings

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,6 +38,55 @@ class WeightDerived:
         if self._cached is None or self._cached[0] != key:
             self._cached = (key, make())
         return self._cached[1]
+
+
+def cast_weights(owner: nn.Module, tensors: tuple, dtype: torch.dtype) -> tuple:
+    """``tensors`` (weights of ``owner``; ``None`` passes through) in ``dtype``, cast once and kept on ``owner``.
+
+    For an encoder run in reduced precision: the cast copies are made again
+    only when a weight changes (:func:`tensor_versions`), or on every call
+    under autograd. Tensors already in ``dtype`` are returned as they are.
+    """
+    if all(t is None or t.dtype == dtype for t in tensors):
+        return tensors
+    if torch.is_grad_enabled():
+        return tuple(None if t is None else t.to(dtype) for t in tensors)
+    casts = owner.__dict__.setdefault("_casts", {})
+    # Weights derived inside inference mode (folded batch norms) have no version counter: they are
+    # replaced, never written in place, so their address names them.
+    key = tuple((t.data_ptr(), t.device) if t.is_inference() else tensor_versions(t) for t in tensors if t is not None)
+    cached = casts.get(dtype)
+    if cached is None or cached[0] != key:
+        cached = casts[dtype] = (key, tuple(None if t is None else t.to(dtype) for t in tensors))
+    return cached[1]
+
+
+_compute = threading.local()
+
+
+@contextmanager
+def computing_in(dtype: torch.dtype | None) -> Iterator[None]:
+    """Within this block, this thread's :func:`linear_as` and folded convolutions
+    compute in ``dtype`` (``None``: in their input's dtype), whatever their input's dtype."""
+    previous = getattr(_compute, "dtype", None)
+    _compute.dtype = dtype
+    try:
+        yield
+    finally:
+        _compute.dtype = previous
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a product on ``x`` computes in: the one of :func:`computing_in`, else ``x``'s."""
+    return getattr(_compute, "dtype", None) or x.dtype
+
+
+def linear_as(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` computed in :func:`compute_dtype` (the layer's float32 weights cast once, see :func:`cast_weights`)."""
+    dtype = compute_dtype(x)
+    if dtype == x.dtype == layer.weight.dtype:
+        return layer(x)
+    return F.linear(x.to(dtype), *cast_weights(layer, (layer.weight, layer.bias), dtype))
 
 
 _gelu_inplace = getattr(torch._C._nn, "gelu_", None)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import LayerNorm2d, gelu_, tensor_versions
+from .layers import LayerNorm2d, cast_weights, compute_dtype, computing_in, gelu_, linear_as, tensor_versions
 
 # Rows of the first stage's feature map processed at once by an MBConv block:
 # 32 rows x 256 px x 256 hidden channels of float32 is 8 MiB, within L3.
@@ -59,9 +59,11 @@ class Conv2dBN(nn.Sequential):
         return self._fused
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, bias = self.fused_weight_and_bias()
+        # Folded in float32, then cast to the compute dtype (reduced precision) once.
+        dtype = compute_dtype(x)
+        weight, bias = cast_weights(self, self.fused_weight_and_bias(), dtype)
         c = self.c
-        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
+        return F.conv2d(x.to(dtype), weight, bias, c.stride, c.padding, c.dilation, c.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -186,12 +188,12 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, N, C)
         b, n, _ = x.shape
-        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim).transpose(1, 2)
+        qkv = linear_as(self.qkv, self.norm(x)).view(b, n, self.num_heads, 3 * self.key_dim).transpose(1, 2)
         q, k, v = qkv.split(self.key_dim, dim=-1)
         # A 4-D mask lets torch pick its fused CPU attention kernel.
         bias = self.bias_table().to(q.dtype)[None]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return linear_as(self.proj, out.transpose(1, 2).reshape(b, n, -1))
 
 
 class Mlp(nn.Module):
@@ -205,7 +207,7 @@ class Mlp(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(gelu_(self.fc1(self.norm(x))))
+        return linear_as(self.fc2, gelu_(linear_as(self.fc1, self.norm(x))))
 
 
 class TinyViTBlock(nn.Module):
@@ -245,8 +247,10 @@ class TinyViTBlock(nn.Module):
         h, w = self.input_resolution
         b, length, c = x.shape
         x = x + self.window_attention(x)
-        # The local conv sees a channels-last view of the tokens: no copies.
-        x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2))
+        # The local conv sees a channels-last view of the tokens: no copies. In reduced
+        # precision its output joins the tokens' (float32) stream.
+        stream = x.dtype
+        x = self.local_conv(x.view(b, h, w, c).permute(0, 3, 1, 2)).to(stream)
         x = x.permute(0, 2, 3, 1).reshape(b, length, c)
         return x + self.mlp(x)
 
@@ -310,10 +314,24 @@ class TinyViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
-        for layer in self.layers:
-            x = layer(x)
+    def forward(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The float32 embedding ``(B, 256, 64, 64)`` of a preprocessed ``(B, 3, 1024, 1024)`` image.
+
+        ``dtype``: what the convolutions, products and attention compute in
+        (``torch.bfloat16`` or ``torch.float16`` for reduced precision; default
+        ``x``'s). The weights stay float32 and are cast once per dtype. Where
+        the error arises was measured stage by stage (docs/benchmarks.md,
+        "Precision and batches"): the first stage (convolutions on the largest
+        maps, little error) runs in ``dtype`` end to end; from the second on,
+        the tokens' residual stream (sums, layer norms) stays float32 and only
+        products, convolutions and attention are reduced; the neck (7 % of the
+        work, its rounding straight in the embedding) stays float32.
+        """
+        x = x.contiguous(memory_format=torch.channels_last)
+        with computing_in(dtype):
+            x = self.patch_embed(x if dtype is None else x.to(dtype))
+            for index, layer in enumerate(self.layers):
+                x = layer(x if index == 0 or dtype is None else x.float())
         b, _, c = x.shape
         side = self.embedding_side
         x = x.view(b, side, side, c).permute(0, 3, 1, 2)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..errors import MobileSAMError
-from .slice_job import SliceJob, read_slice, run_slice
+from .slice_job import SliceJob, read_slice, run_batch
 
 
 def require_distributed() -> None:
@@ -40,7 +40,8 @@ def run_dask(
     ``scheduler``: address of a running scheduler (``tcp://host:8786``);
     otherwise a local cluster of ``workers`` processes (one task at a time
     each) is started on loopback and closed at the end. Only a few slices are
-    in flight at once, so the client's memory stays bounded.
+    in flight at once, so the client's memory stays bounded. A task takes
+    ``job.batch_size`` slices (``None``: 1), encoded together on its worker.
     """
     require_distributed()
     import logging
@@ -81,17 +82,18 @@ def run_dask(
 
 def _submit_all(client, as_completed, job, stack, todo, on_result) -> None:
     slots = max(2, 2 * sum(client.nthreads().values()))
-    pending = iter(todo)
+    size = max(1, job.batch_size or 1)
+    pending = iter([todo[start : start + size] for start in range(0, len(todo), size)])
     running = as_completed()
     in_flight = {}
 
     def submit_next() -> bool:
-        slice_index = next(pending, None)
-        if slice_index is None:
+        group = next(pending, None)
+        if group is None:
             return False
-        plane = client.scatter(read_slice(stack, job, slice_index), hash=False)
-        future = client.submit(run_slice, job, slice_index, plane, pure=False)
-        in_flight[future] = slice_index
+        planes = client.scatter([read_slice(stack, job, slice_index) for slice_index in group], hash=False)
+        future = client.submit(run_batch, job, group, planes, pure=False)
+        in_flight[future] = group
         running.add(future)
         return True
 
@@ -100,7 +102,8 @@ def _submit_all(client, as_completed, job, stack, todo, on_result) -> None:
             break
     try:
         for future in running:
-            slice_index = in_flight.pop(future)
+            group = in_flight.pop(future)
+            slice_index = group[0]
             try:
                 result = future.result()  # raises the worker's error here
             except MobileSAMError:
@@ -113,7 +116,8 @@ def _submit_all(client, as_completed, job, stack, todo, on_result) -> None:
                     "a worker died or lost its connection (out of memory?). Finished slices are kept: run the "
                     "same command again to resume."
                 ) from None
-            on_result(slice_index, result)
+            for index, one in zip(group, result, strict=True):
+                on_result(index, one)
             submit_next()
     finally:
         for future in in_flight:

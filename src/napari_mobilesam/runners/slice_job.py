@@ -35,7 +35,11 @@ class SliceJob:
     process (``None``: torch's default); ``params``: the sampler's settings
     as ``(name, value)`` pairs; ``model``: the registered model's name (its
     normalisation and defaults); ``decoder``: its instance decoder file, a
-    path every worker can read (``None``: none, or inside ``weights``).
+    path every worker can read (``None``: none, or inside ``weights``); ``precision``: the encoder's
+    (see :mod:`~napari_mobilesam.engine.precision`); ``batch_size``: slices
+    per task, encoded together (``None``: in this process the device's
+    choice, :func:`~napari_mobilesam.engine.batching.encode_batch_size`; on
+    a cluster, whose workers' devices the client does not know, 1).
     """
 
     task: str
@@ -52,6 +56,8 @@ class SliceJob:
     params: tuple[tuple[str, object], ...] = field(default_factory=tuple)
     model: str | None = None
     decoder: str | None = None
+    precision: str = "float32"
+    batch_size: int | None = None
 
     @property
     def leading_shape(self) -> tuple[int, ...]:
@@ -75,28 +81,56 @@ def read_slice(stack, job: SliceJob, slice_index: int) -> np.ndarray:
     return np.asarray(stack[slice_position(job, slice_index)])
 
 
-def run_slice(job: SliceJob, slice_index: int, plane: np.ndarray):
-    """Process one slice: ``segment`` -> its labels (int32, objects ``1..n``), ``embed`` -> the cache's source."""
+def job_session(job: SliceJob):
+    """This process's session for ``job`` (model loaded once per weights, device and precision)."""
     from ..engine.session import process_session
 
-    session = process_session(
-        job.weights, job.device, job.cache_dir, job.threads, model_name=job.model, decoder=job.decoder
+    return process_session(
+        job.weights,
+        job.device,
+        job.cache_dir,
+        job.threads,
+        model_name=job.model,
+        decoder=job.decoder,
+        precision=job.precision,
     )
+
+
+def run_slice(job: SliceJob, slice_index: int, plane: np.ndarray):
+    """Process one slice: ``segment`` -> its labels (int32, objects ``1..n``), ``embed`` -> the cache's source."""
+    return run_batch(job, [slice_index], [plane])[0]
+
+
+def run_batch(job: SliceJob, slice_indices, planes) -> list:
+    """Process several slices, their embeddings encoded together: :func:`run_slice`'s result for each, in order."""
+    session = job_session(job)
     predictor = session.thread_predictor()
-    plane = np.asarray(plane)
-    slot = {"image_id": job.image_id, "slice_index": int(slice_index), "n_slices": job.n_slices}
+    planes = [np.asarray(plane) for plane in planes]
+    indices = [int(i) for i in slice_indices]
+    found = session.cache.embeddings(
+        predictor,
+        planes,
+        contrast_limits=job.contrast_limits,
+        image_id=job.image_id,
+        slice_indices=indices,
+        n_slices=job.n_slices,
+    )
     if job.task == "embed":
-        _, source = session.cache.embedding(predictor, plane, contrast_limits=job.contrast_limits, **slot)
-        return source
+        return [source for _, source in found]
     from ..segment.stack import segment_slice
 
-    labels, _ = segment_slice(
-        plane,
-        predictor=predictor,
-        cache=session.cache,
-        contrast_limits=job.contrast_limits,
-        sampler=job.sampler,
-        **slot,
-        **dict(job.params),
-    )
-    return labels
+    return [
+        segment_slice(
+            plane,
+            predictor=predictor,
+            cache=session.cache,
+            contrast_limits=job.contrast_limits,
+            sampler=job.sampler,
+            image_id=job.image_id,
+            slice_index=index,
+            n_slices=job.n_slices,
+            embedding=embedding,
+            **dict(job.params),
+        )[0]
+        for index, plane, embedding in zip(indices, planes, found, strict=True)
+    ]

@@ -83,6 +83,7 @@ def segment_slice_steps(
     n_slices: int = 1,
     sampler: str = "grid",
     decoder=None,
+    embedding=None,
     **params,
 ) -> Generator[tuple[int, int], None, tuple[np.ndarray, str]]:
     """Generator: segment everything on one slice, yielding ``(steps done, steps in total)`` between prompt
@@ -95,6 +96,7 @@ def segment_slice_steps(
     ``decoder`` (a stand-in, see :func:`~napari_mobilesam.segment_everything`)
     nothing is encoded. This is the one per-slice function: stacks, the command
     line, dask workers and the widget run it.
+    ``embedding``: ``(ImageEmbedding, source)`` already taken from the cache (a batch's), used as it is.
     """
     from .everything import EverythingSegmenter
     from .params import INSTANCE_SAMPLERS
@@ -105,13 +107,16 @@ def segment_slice_steps(
         return relabel_in_order(labels), "none"
     segmenter = EverythingSegmenter(predictor.model, sampler=sampler, predictor=predictor, **params)
     segmenter.require_instance_decoder()
-    yield 0, 0  # before the encode: a cancel takes effect before the slow step
+    if embedding is None:
+        yield 0, 0  # before the encode: a cancel takes effect before the slow step
     slot = {"contrast_limits": contrast_limits, "image_id": image_id, "slice_index": slice_index, "n_slices": n_slices}
     maps = None
     if sampler in INSTANCE_SAMPLERS:
-        embedding, maps, source = cache.embedding_and_maps(predictor, plane, **slot)
-    else:
+        embedding, maps, source = cache.embedding_and_maps(predictor, plane, known=embedding, **slot)
+    elif embedding is None:
         embedding, source = cache.embedding(predictor, plane, **slot)
+    else:
+        embedding, source = embedding
     labels = yield from segmenter.steps(embedding, image=plane, contrast_limits=contrast_limits, maps=maps)
     return relabel_in_order(labels), source
 
@@ -145,6 +150,7 @@ def iter_segment_stack(
     predictor=None,
     decoder_for: Callable[[int], Callable] | None = None,
     steps: bool = False,
+    encode_batch: int | None = None,
     **params,
 ) -> Iterator[SliceLabels | SliceStep]:
     """Segment everything on each slice, yielding :class:`SliceLabels` as each finishes.
@@ -162,6 +168,11 @@ def iter_segment_stack(
     that slice, with the contract of ``segment_everything``'s ``decoder``
     (each slice is another image, so each gets its own). The slices are then
     not encoded, no model is loaded and the cache is not used.
+
+    ``encode_batch`` slices are read and encoded together before they are
+    segmented (default: :func:`~napari_mobilesam.engine.batching.encode_batch_size`
+    for the predictor's device and precision, 1 on a CPU); a cancel takes
+    effect before each batch's encode and between the prompt batches of a slice.
     """
     if decoder_for is not None and not callable(decoder_for):
         raise MobileSAMError(
@@ -171,14 +182,24 @@ def iter_segment_stack(
     plane_shape(stack, rgb)  # before the first slice is read
     positions = slice_indices(stack, rgb)
     wanted = range(len(positions)) if slices is None else [_check_slice(flat, len(positions)) for flat in slices]
+    batch = 1
     if decoder_for is None:
+        from ..engine.batching import encode_batch_size
         from ..engine.session import resolve_cache, resolve_predictor
 
         predictor = resolve_predictor(model, predictor)
         cache = resolve_cache(cache)
-    for flat in wanted:
+        batch = encode_batch or encode_batch_size(predictor.device, getattr(predictor, "precision", "float32"))
+    ready: dict[int, tuple] = {}  # flat index -> (plane, (embedding, source)) of the batch being segmented
+    for position, flat in enumerate(wanted):
+        if batch > 1 and flat not in ready:
+            group = list(wanted[position : position + batch])
+            if steps:
+                yield SliceStep(flat, 0, 0)  # before the batch's encode: a cancel takes effect before the slow step
+            ready = _encode_batch(stack, positions, group, predictor, cache, contrast_limits, image_id)
         index = positions[flat]
-        plane = np.asarray(stack[index])  # a lazy (dask, zarr) stack is read here, one slice at a time
+        # A lazy (dask, zarr) stack is read here, one slice (or one batch) at a time.
+        plane, embedding = ready.pop(flat) if flat in ready else (np.asarray(stack[index]), None)
         work = segment_slice_steps(
             plane,
             predictor=predictor,
@@ -189,6 +210,7 @@ def iter_segment_stack(
             n_slices=len(positions),
             sampler=sampler,
             decoder=None if decoder_for is None else decoder_for(flat),
+            embedding=embedding,
             **params,
         )
         while True:
@@ -200,6 +222,21 @@ def iter_segment_stack(
             if steps:
                 yield SliceStep(flat, done, total)
         yield SliceLabels(index, flat, len(positions), labels, source)
+
+
+def _encode_batch(stack, positions, group, predictor, cache, contrast_limits, image_id) -> dict[int, tuple]:
+    """Read the slices ``group`` (flat indices) and take their embeddings from ``cache`` in one call."""
+    planes = [np.asarray(stack[positions[flat]]) for flat in group]
+    found = cache.embeddings(
+        predictor,
+        planes,
+        contrast_limits=contrast_limits,
+        image_id=image_id,
+        slice_indices=group,
+        n_slices=len(positions),
+        batch_size=len(group),
+    )
+    return {flat: (plane, result) for flat, plane, result in zip(group, planes, found, strict=True)}
 
 
 def _check_slice(flat, n_slices: int) -> int:
