@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
+from common import recipe_model
 
 
 def main() -> None:
@@ -37,15 +34,10 @@ def main() -> None:
     parser.add_argument("--precision", default="float32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    sys.path.insert(0, str(ROOT / "tests"))
     from napari_mobilesam import Predictor
     from napari_mobilesam.engine.batching import encode_batch_size
-    from napari_mobilesam.model import build_mobile_sam
-    from recipe import recipe_state_dict
 
-    model = build_mobile_sam()
-    model.load_state_dict(recipe_state_dict(0), strict=True)
-    predictor = Predictor(model.to(args.device), precision=args.precision)
+    predictor = Predictor(recipe_model(args.device), precision=args.precision)
     rng = np.random.default_rng(0)
     slices = [rng.integers(0, 4000, (512, 512), dtype=np.uint16) for _ in range(args.slices)]
     alone = [e.features for e in predictor.embed_many(slices, batch_size=1)]  # also the warm-up

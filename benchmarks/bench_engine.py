@@ -25,50 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+from common import ROOT, WorkerProcess, recipe_weights_file, reference_python
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "benchmarks" / "engine_worker.py"
-
-
-class Worker:
-    """One implementation, loaded once in its own process, timing calls on request."""
-
-    def __init__(self, python: str, impl: str, weights: Path, threads: int, embedding_out: Path, extra=()) -> None:
-        cmd = [python, str(WORKER), "--impl", impl, "--weights", str(weights), "--threads", str(threads)]
-        cmd += ["--embedding-out", str(embedding_out), *extra]
-        env = dict(os.environ, PYTHONWARNINGS="ignore")
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.info = self._read()
-
-    def _read(self) -> dict:
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"benchmark worker exited with {self.process.wait()}")
-        return json.loads(line)
-
-    def time(self, name: str, repeats: int) -> list[float]:
-        self.process.stdin.write(f"{name} {repeats}\n")
-        self.process.stdin.flush()
-        return self._read()["times"]
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.stdin.write("quit\n")
-            self.process.stdin.close()
-            self.process.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--official-python", default=os.environ.get("OFFICIAL_PYTHON", "../venv_official/bin/python"))
+    parser.add_argument("--official-python", default=None, help="the official code's venv (default: common.py's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=40, help="click rounds (encoder rounds: a quarter)")
     parser.add_argument("--per-round", type=int, default=5, help="clicks per implementation and round")
@@ -78,10 +48,7 @@ def main() -> None:
     parser.add_argument("--stack-rounds", type=int, default=3)
     parser.add_argument("--json", default=None, help="write the medians and ratios here")
     args = parser.parse_args()
-
-    sys.path.insert(0, str(ROOT / "tests"))
-
-    from recipe import save_recipe_weights
+    args.official_python = reference_python("official", args.official_python)
 
     jobs = (("encoder", max(3, args.rounds // 4), 1), ("click", args.rounds, args.per_round))
     if args.stack_slices:
@@ -89,13 +56,14 @@ def main() -> None:
     times = {impl: {name: [] for name, _, _ in jobs} for impl in ("official", "ours")}
     ratios = {name: [] for name, _, _ in jobs}
     with tempfile.TemporaryDirectory() as tmp:
-        weights = save_recipe_weights(tmp)
+        weights = recipe_weights_file(tmp)
         workers = {}
         try:
             for impl, python in (("official", args.official_python), ("ours", args.ours_python)):
                 extra = ["--stack-slices", str(args.stack_slices or 1)]
                 extra += ["--precision", args.precision] if impl == "ours" else []
-                workers[impl] = Worker(python, impl, weights, args.threads, Path(tmp) / f"{impl}.npy", extra)
+                cmd = [python, str(WORKER), "--impl", impl, "--weights", str(weights), "--threads", str(args.threads)]
+                workers[impl] = WorkerProcess([*cmd, "--embedding-out", str(Path(tmp) / f"{impl}.npy"), *extra])
             for name, rounds, repeats in jobs:
                 for round_index in range(rounds):
                     order = ("official", "ours") if round_index % 2 == 0 else ("ours", "official")

@@ -37,37 +37,16 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_engine import Worker as EngineWorker
+from common import RESULTS, ROOT, WorkerProcess, recipe_weights_file, reference_python, tests_on_path
 
-ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "benchmarks" / "instance_worker.py"
-RESULTS = ROOT / "benchmarks" / "results"
 SIDES = ("microsam", "ours")
-
-
-class Worker(EngineWorker):
-    """One implementation, loaded once in its own process, timing jobs on request (bench_engine's protocol)."""
-
-    def __init__(self, python: str, impl: str, weights: Path, decoder: Path, threads: int, maps_out: Path) -> None:
-        maps_out.mkdir()
-        cmd = [python, str(WORKER), "--impl", impl, "--weights", str(weights), "--decoder", str(decoder)]
-        cmd += ["--threads", str(threads), "--maps-out", str(maps_out)]
-        env = dict(os.environ, PYTHONWARNINGS="ignore")
-        self.process = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-        self.info = self._read()
-        self.maps_out = maps_out
-
-    def ask(self, command: str) -> dict:
-        self.process.stdin.write(command + "\n")
-        self.process.stdin.flush()
-        return self._read()
 
 
 def load_average() -> str:
@@ -110,36 +89,38 @@ def row(name: str, result: dict, total: bool = False) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--microsam-python", default=os.environ.get("MICROSAM_PYTHON", "/work/venv-microsam/bin/python")
-    )
+    parser.add_argument("--microsam-python", default=None, help="micro-sam's venv (default: common.py's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="rounds of the maps and APG jobs")
     parser.add_argument("--slices", type=int, default=30, help="slices of the AIS stack (at most 30)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["maps", "stack", "apg"])
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
+    args.microsam_python = reference_python("microsam", args.microsam_python)
+    tests_on_path()
 
     import torch
 
-    from recipe import recipe_decoder_state_dict, save_recipe_weights
+    from recipe import recipe_decoder_state_dict
 
     before = load_average()
     started = time.strftime("%Y-%m-%d %H:%M:%S")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        weights = save_recipe_weights(tmp)
+        weights = recipe_weights_file(tmp)
         decoder = Path(tmp) / "decoder_seed0.pt"
         torch.save(recipe_decoder_state_dict(0), decoder)
         workers = {}
         try:
             for side, python in (("microsam", args.microsam_python), ("ours", sys.executable)):
-                workers[side] = Worker(python, side, weights, decoder, args.threads, Path(tmp) / side)
+                maps_out = Path(tmp) / side
+                maps_out.mkdir()
+                cmd = [python, str(WORKER), "--impl", side, "--weights", str(weights), "--decoder", str(decoder)]
+                workers[side] = WorkerProcess([*cmd, "--threads", str(args.threads), "--maps-out", str(maps_out)])
             diffs = {
                 name: float(
                     np.abs(
-                        np.load(workers["ours"].maps_out / f"{name}.npy")
-                        - np.load(workers["microsam"].maps_out / f"{name}.npy")
+                        np.load(Path(tmp) / "ours" / f"{name}.npy")
+                        - np.load(Path(tmp) / "microsam" / f"{name}.npy")
                     ).max()
                 )
                 for name in ("nuclei", "histo")

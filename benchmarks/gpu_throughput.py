@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import ROOT, recipe_model
 
-ROOT = Path(__file__).resolve().parents[1]
 PRECISIONS = ("float32", "bfloat16", "float16")
 
 
@@ -56,17 +56,6 @@ def timed(call, device, repeat: int = 5, warmup: int = 2) -> float:
         if index >= warmup:
             times.append(time.perf_counter() - start)
     return float(np.median(times))
-
-
-def recipe_model(device):
-    """MobileSAM with the seed-0 recipe weights on ``device``, eval mode."""
-    sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
-    from napari_mobilesam.model import build_mobile_sam
-    from recipe import recipe_state_dict
-
-    model = build_mobile_sam()
-    model.load_state_dict(recipe_state_dict(0), strict=True)
-    return model.eval().to(device)
 
 
 def preprocessed(model, count: int, device, seed: int = 0) -> torch.Tensor:

@@ -12,7 +12,14 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_throughput.py
 
 
 @pytest.fixture(scope="module")
-def script():
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def script(monkeypatch_module):
+    monkeypatch_module.syspath_prepend(str(SCRIPT.parent))  # the script imports benchmarks/common.py
     spec = importlib.util.spec_from_file_location("gpu_throughput", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
