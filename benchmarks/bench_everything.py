@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument(
         "--official-python",
         default=None,
-        help="the official venv's python (default: OFFICIAL_PYTHON or ../venv_official)",
+        help="the official venv's python (default: OFFICIAL_PYTHON or ../venv-official)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--official-runs", type=int, default=1)

@@ -5,7 +5,8 @@ this project): the official MobileSAM (``pip install torch==2.14.1
 torchvision==0.29.1 mobilesam-mirror timm``) and micro-sam (``pip install
 torch==2.14.1 torchvision==0.29.1 micro-sam==1.8.14``). Their Python is found
 from ``--official-python``/``--microsam-python``, the environment variables
-``OFFICIAL_PYTHON``/``MICROSAM_PYTHON``, or the default folders below.
+``OFFICIAL_PYTHON``/``MICROSAM_PYTHON``, or the default folders beside the checkout
+(``../venv-official``, ``../venv-microsam``).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 REFERENCE_PYTHONS = {
-    "official": ("OFFICIAL_PYTHON", Path("/work/venv-t214/bin/python")),
-    "microsam": ("MICROSAM_PYTHON", Path("/work/venv-microsam/bin/python")),
+    "official": ("OFFICIAL_PYTHON", ROOT.parent / "venv-official" / "bin" / "python"),
+    "microsam": ("MICROSAM_PYTHON", ROOT.parent / "venv-microsam" / "bin" / "python"),
 }
 
 

@@ -108,3 +108,17 @@ def test_segment_everything_from_the_image(predictors, nuclei):
     settings = {"sampler": "grid", "points_per_side": 16, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
     cpu, cuda = (segment_everything(nuclei["image"], predictors[d].model, **settings) for d in ("cpu", "cuda"))
     assert (cpu != cuda).mean() < 1e-3  # observed 58 of 262,144 pixels: logits within ~1e-5 of zero
+
+
+def test_instance_maps(nuclei):
+    """micro-sam's decoder maps on CUDA (the module's forward) within 1e-4 of the CPU's (the restructured one)."""
+    from napari_mobilesam.model.instance_decoder import InstanceDecoder
+    from napari_mobilesam.segment.instance_maps import instance_maps
+    from recipe import recipe_decoder_state_dict
+
+    decoder = InstanceDecoder()
+    decoder.load_state_dict(recipe_decoder_state_dict(0))
+    embedding = ImageEmbedding(nuclei["embedding"], (512, 512), (1024, 1024))
+    cpu = instance_maps(embedding, decoder.eval())
+    cuda = instance_maps(embedding, decoder.to("cuda"))
+    np.testing.assert_allclose(cuda, cpu, atol=1e-4, rtol=0)

@@ -72,16 +72,16 @@ def test_cluster_resumes_an_interrupted_run(work, cluster, stack_file, monkeypat
     from napari_mobilesam.runners import slices as runner
 
     root = work["root"]
-    real = runner.run_slice
+    real = runner.run_batch
     calls = []
 
-    def stop_after_two(job, slice_index, plane):
-        if len(calls) == 2:
+    def stop_after_two(job, slice_indices, planes):  # a CPU encodes one slice per batch
+        if len(calls) >= 2:
             raise KeyboardInterrupt
-        calls.append(slice_index)
-        return real(job, slice_index, plane)
+        calls.extend(slice_indices)
+        return real(job, slice_indices, planes)
 
-    monkeypatch.setattr(runner, "run_slice", stop_after_two)
+    monkeypatch.setattr(runner, "run_batch", stop_after_two)
     monkeypatch.setenv("NAPARI_MOBILESAM_CACHE", str(root / "cache"))
     argv = [
         "segment",
@@ -95,7 +95,7 @@ def test_cluster_resumes_an_interrupted_run(work, cluster, stack_file, monkeypat
     ]
     assert cli(argv) == 130
     assert not (root / "resumed.zarr").exists() and len(list((root / "resumed.zarr.partial" / "done").iterdir())) == 2
-    monkeypatch.setattr(runner, "run_slice", real)
+    monkeypatch.setattr(runner, "run_batch", real)
 
     out = run(work, *argv, "--scheduler", cluster["address"])
     assert "2 from an earlier run" in out.stderr
