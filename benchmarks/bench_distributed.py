@@ -7,7 +7,7 @@ Usage (from the repo root, in the project's venv)::
 
 The stack is the synthetic nuclei stack (``30 x 512 x 512`` uint16 by
 default), written to a TIFF and segmented with the ``segment`` command's own
-code path (:func:`napari_mobilesam.runners.slices.segment_to_file`), disk cache
+code path (:func:`napari_mobilesam.runners.file_jobs.segment_to_file`), disk cache
 off so that every slice is encoded. Every configuration gets the machine's
 cores: in-process, torch uses all of them; with ``N`` workers each worker
 gets ``cores / N`` threads. Reported per configuration:
@@ -41,7 +41,7 @@ from common import recipe_weights_file  # noqa: E402
 
 def run_config(image, output: Path, job, workers: int | None) -> dict:
     from napari_mobilesam.io.labels import read_labels
-    from napari_mobilesam.runners.slices import segment_to_file
+    from napari_mobilesam.runners.file_jobs import segment_to_file
 
     stamps: list[float] = []
 
@@ -70,7 +70,7 @@ def main() -> None:
 
     from napari_mobilesam._sample_data import synthetic_nuclei
     from napari_mobilesam.io.images import read_image
-    from napari_mobilesam.runners.slices import SliceJob
+    from napari_mobilesam.runners.slice_job import SliceJob
 
     cores = os.cpu_count() or 1
     results = []

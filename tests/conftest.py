@@ -7,7 +7,9 @@ can run the core alone: ``pytest -m "not gui and not dask and not slow"``.
 - ``dask``: a dask.distributed cluster (``tests/runners/test_dask_cluster.py``);
 - ``parity``: against the official implementations' outputs (``tests/model/test_parity.py``
   and tests marked in their modules);
-- ``slow``: runs the command line as a subprocess, or whole pipelines at full size.
+- ``slow``: runs the command line as a subprocess, whole pipelines at full size, or the benchmark
+  scripts' parts (``tests/benchmarks``);
+- ``gpu``: a CUDA GPU against the CPU (``tests/gpu``, skipped without one).
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest_plugins = ["support.cli_runs", "support.gui", "support.file_server"]
 
 _TESTS = Path(__file__).parent
-_BY_PATH = {"_qt": "gui", "runners/test_dask_cluster.py": "dask", "model/test_parity.py": "parity", "cli": "slow"}
+_BY_PATH = {
+    "_qt": "gui",
+    "runners/test_dask_cluster.py": "dask",
+    "model/test_parity.py": "parity",
+    "cli": "slow",
+    "benchmarks": "slow",
+}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -9,7 +9,7 @@ from support.cli_runs import run
 
 def test_info_says_what_auto_picks_here_and_why(work):
     out = run(work, "info").stdout
-    assert "precision: float32 (asked for (exact, the default)); auto here:" in out
+    assert "precision: float32 (exact, the default); auto here:" in out
     report = json.loads(run(work, "info", "--json", "--precision", "auto").stdout)["precision"]
     assert report["asked"] == "auto" and report["used"] == report["auto"]
     assert report["auto"] in ("float32", "bfloat16") and report["auto_reason"]

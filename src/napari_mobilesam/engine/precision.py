@@ -92,7 +92,7 @@ def choose_precision(device, precision: str | None = DEFAULT) -> PrecisionChoice
     native, how = native_reduced_precision(device)
     if precision != "auto":
         if precision == "float32":
-            return PrecisionChoice("float32", "asked for (exact, the default)")
+            return PrecisionChoice("float32", "exact, the default")
         note = "native here" if native == precision else f"emulated here, slower than float32 ({how})"
         return PrecisionChoice(precision, f"asked for; {note}")
     if native is None:
