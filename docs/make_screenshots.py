@@ -48,16 +48,16 @@ def main() -> None:
     from napari_mobilesam._sample_data import nuclei_2d, nuclei_3d
     from napari_mobilesam.cache.embedding_cache import EmbeddingCache
     from napari_mobilesam.engine.session import Session, set_default_session
+    from napari_mobilesam.engine.weights import load_model
     from napari_mobilesam.interactive.settings import remember
-    from napari_mobilesam.model import build_mobile_sam
     from napari_mobilesam.segment.params import EverythingParams
-    from recipe import recipe_state_dict
+    from recipe import save_recipe_weights
     from support.gui import User
 
-    model = build_mobile_sam()
-    model.load_state_dict(recipe_state_dict(0), strict=True)
+    # The recipe weights as a file, loaded as users load mobile_sam.pt (the Model row shows mobile_sam).
+    model = load_model(save_recipe_weights(tempfile.mkdtemp()), device="cpu")
     session = Session(cache=EmbeddingCache(directory=Path(tempfile.mkdtemp()) / "embeddings"))
-    session.set_model(model.eval(), source="test weights (tests/recipe.py)")
+    session.set_model(model, source="test weights (tests/recipe.py)")
     set_default_session(session)
     # Random weights predict poor IoUs: no quality filter, so segment everything shows labels.
     remember(EverythingParams(points_per_side=16, pred_iou_thresh=0.0, stability_score_thresh=0.0))

@@ -88,3 +88,13 @@ def test_picking_a_model_with_a_decoder_offers_ais(make_napari_viewer, qtbot, se
     assert session.model_name == "mobile_sam" and not session.has_instance_decoder
     assert list(sampler.choices) == ["grid", "boxes"] and sampler.value == "grid"
     assert not ais_form.isVisible()
+
+
+def test_a_model_given_as_a_module_is_named_custom(make_napari_viewer, qtbot, session):
+    """The session's model has no registered name (the tests' recipe module): the picker says so, not a blank."""
+    viewer = make_napari_viewer()
+    viewer.add_image(blobs((64, 64)), name="cells")
+    widget = open_widget(viewer, qtbot)
+    assert session.model_name == "custom"
+    assert widget.model_picker.currentIndex() == -1
+    assert widget.model_picker.placeholderText().startswith("custom")

@@ -31,11 +31,12 @@ class ModelPicker(QComboBox):
             self.addItem(name, name)
             self.setItemData(self.count() - 1, spec.description, Qt.ItemDataRole.ToolTipRole)
         self.setToolTip("The model: MobileSAM, or micro-sam's models for light or electron microscopy with AIS/APG.")
+        self.setPlaceholderText("custom (given as a module)")  # shown for a model without a registered name
         self.show_current()
         self.activated.connect(lambda index: self.choose(self.itemData(index)))
 
     def show_current(self) -> None:
-        """Show the session's model (blank for a model given without a registered name)."""
+        """Show the session's model (the placeholder for a model given without a registered name)."""
         with QSignalBlocker(self):
             self.setCurrentIndex(self.findData(self._widget.session().model_name))
 
