@@ -28,15 +28,12 @@ import argparse
 import json
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import recipe_weights_file  # noqa: E402
+from common import recipe_weights_file
 
 
 def run_config(image, output: Path, job, workers: int | None) -> dict:

@@ -24,8 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, recipe_weights_file, reference_python  # noqa: E402
+from common import ROOT, recipe_weights_file, reference_python
 
 WORKER = ROOT / "benchmarks" / "everything_worker.py"
 

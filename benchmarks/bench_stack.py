@@ -48,9 +48,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, recipe_weights_file  # noqa: E402
+from common import ROOT, recipe_weights_file
 
 DATA = ROOT / "tests" / "data"
 

@@ -36,10 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import recipe_weights_file, tests_on_path  # noqa: E402
+from common import recipe_weights_file, tests_on_path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari or Qt is imported
 
 tests_on_path()
 

@@ -102,7 +102,7 @@ class EmbeddingCache:
         self._disk = DiskSlots(directory)
         self.stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0}
         #: The instance maps of micro-sam's decoder, kept beside the embeddings (:meth:`embedding_and_maps`).
-        self.maps = MapsCache(self._disk.lock, self._disk.warn_once)
+        self.maps = MapsCache(self._disk)
         self.memory_bytes = memory_bytes
 
     # -- settings ------------------------------------------------------------

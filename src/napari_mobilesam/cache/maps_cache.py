@@ -29,15 +29,14 @@ logger = logging.getLogger(__name__)
 class MapsCache:
     """Instance maps per slice (owned by an :class:`~napari_mobilesam.cache.embedding_cache.EmbeddingCache`).
 
-    ``disk_lock`` serialises disk access with the embeddings'; ``warn_once(kind, message, *args)`` logs a
-    disk problem once.
+    ``disk``: the embeddings' :class:`~napari_mobilesam.cache.disk_slots.DiskSlots`, whose lock serialises
+    disk access with theirs and which logs each kind of disk problem once.
     """
 
-    def __init__(self, disk_lock, warn_once, memory_bytes: int = 0) -> None:
+    def __init__(self, disk, memory_bytes: int = 0) -> None:
         self._memory = ByteLRU(memory_bytes)
         self._lock = threading.Lock()
-        self._disk_lock = disk_lock
-        self._warn_once = warn_once
+        self._disk = disk
         self.stats = {"memory_hits": 0, "disk_hits": 0, "misses": 0}
 
     @property
@@ -79,7 +78,7 @@ class MapsCache:
     def _disk_get(self, store: Path | None, key: str, slice_index: int) -> np.ndarray | None:
         if store is None:
             return None
-        with self._disk_lock:
+        with self._disk.lock:
             try:
                 return read_maps(store, key, slice_index)
             except FileNotFoundError:
@@ -93,10 +92,10 @@ class MapsCache:
     def _disk_put(self, store: Path | None, key: str, maps: np.ndarray, slice_index: int, n_slices: int) -> None:
         if store is None:
             return
-        with self._disk_lock:
+        with self._disk.lock:
             try:
                 write_maps(store, key, maps, slice_index, n_slices)
             except Exception as error:
-                self._warn_once(
+                self._disk.warn_once(
                     "maps", "Embedding cache: cannot write instance maps to %s (%s); keeping them in memory only.", store, error
                 )
