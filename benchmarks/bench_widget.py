@@ -128,15 +128,17 @@ def main() -> None:
     from napari_mobilesam import load_model
     from napari_mobilesam._sample_data import nuclei_2d
     from napari_mobilesam.cache.embedding_cache import EmbeddingCache
+    from napari_mobilesam.engine import compute_thread
     from napari_mobilesam.engine.session import Session, set_default_session
     from support.gui import StallMonitor
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-widget-"))
-    weights = None if args.real else recipe_weights_file(tmp)
+    # torch runs on the compute thread only, as in the widget (a second thread's OpenMP team would slow it)
+    weights = None if args.real else compute_thread.call(recipe_weights_file, tmp)
     openings = [opening(weights, tmp / f"open{k}") for k in range(3)] if weights else []
 
     session = Session(cache=EmbeddingCache(directory=tmp / "embeddings"))
-    session.set_model(load_model(weights, device="cpu"), source="benchmark")
+    session.set_model(compute_thread.call(load_model, weights, device="cpu"), source="benchmark")
     set_default_session(session)
     image = nuclei_2d()[0][0]
     stack = np.stack([image, image[::-1], image[:, ::-1], image.T])  # four different 512x512 slices

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from napari.qt.threading import create_worker
 
+from ..engine import compute_thread
 from ..interactive.decoding import Decoded, decode_objects
 from .encode_scheduler import Failed, safely
 from .layer_plane import LayerPlane
@@ -26,7 +27,13 @@ class DecodeJob:
 
 
 def run_job(session, job: DecodeJob) -> tuple[DecodeJob, Decoded]:
-    """Decode ``job`` (thread-safe: the predictor's current image is guarded by the session's lock)."""
+    """Decode ``job`` on the compute thread, before any encode under way goes on (see
+    :mod:`~napari_mobilesam.engine.compute_thread`)."""
+    return compute_thread.call(_decode_job, session, job, urgent=True)
+
+
+def _decode_job(session, job: DecodeJob) -> tuple[DecodeJob, Decoded]:
+    """Thread-safe: the predictor's current image is guarded by the session's lock."""
     predictor = session.predictor()
     with session.predict_lock:
         if predictor.embedding is not job.embedding:

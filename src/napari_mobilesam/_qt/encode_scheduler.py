@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from napari.qt.threading import create_worker
 
+from ..engine import compute_thread
 from .layer_plane import LayerPlane
 
 
@@ -132,7 +133,7 @@ class PlaneEncoder:
 
     def _start(self, plane: LayerPlane) -> None:
         worker = create_worker(
-            safely(encode_plane),
+            safely(compute_thread.on_compute_thread(encode_plane)),
             self._session(),
             plane,
             lambda: self._stopped,

@@ -21,6 +21,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import QApplication
 
+from ..engine import compute_thread
 from .encode_scheduler import Failed
 from .notify import report
 
@@ -141,7 +142,7 @@ def _warm_up(session, layers_made: threading.Event):
 
         yield "layers"
         layers_made.wait(10)
-        session.model()
+        compute_thread.call(session.model)  # where the model's work runs: one OpenMP team
     except Exception as error:  # reported on the UI thread as a notification
         return Failed(error)
     return None

@@ -14,6 +14,7 @@ from napari.qt.threading import create_worker
 from qtpy.QtCore import QSignalBlocker, Qt
 from qtpy.QtWidgets import QComboBox
 
+from ..engine import compute_thread
 from ..engine.model_registry import MODELS
 from .encode_scheduler import Failed, safely
 from .notify import report
@@ -47,7 +48,7 @@ class ModelPicker(QComboBox):
             self.show_current()
             return None
         worker = create_worker(
-            safely(session.switch_model), name, _progress={"total": 0, "desc": f"MobileSAM: loading {name}"}
+            safely(compute_thread.on_compute_thread(session.switch_model)), name, _progress={"total": 0, "desc": f"MobileSAM: loading {name}"}
         )
         worker.returned.connect(self._on_loaded)
         worker.finished.connect(self._on_finished)

@@ -6,6 +6,7 @@ import time
 
 from napari.qt.threading import create_worker
 
+from ..engine import compute_thread
 from .encode_scheduler import encode_planes
 
 POLL_SECONDS = 0.05
@@ -29,7 +30,7 @@ def prefetch_planes(session, planes, user_is_busy, should_stop=None):
             if size is None:
                 size = _batch_size(session) if len(planes) > 1 else 1
             batch, planes = planes[:size], planes[size:]
-            encoded = encode_planes(session, batch, should_stop)
+            encoded = compute_thread.call(encode_planes, session, batch, should_stop)
         except Exception:  # noqa: BLE001  a failed prefetch is retried when the user gets there
             return
         yield from encoded
@@ -38,7 +39,7 @@ def prefetch_planes(session, planes, user_is_busy, should_stop=None):
 def _batch_size(session) -> int:
     from ..engine.batching import encode_batch_size
 
-    predictor = session.predictor()  # loads the model if needed (in the worker)
+    predictor = compute_thread.call(session.predictor)  # loads the model if needed
     return encode_batch_size(predictor.device, predictor.precision)
 
 

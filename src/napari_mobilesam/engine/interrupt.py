@@ -7,7 +7,7 @@ keep the process alive until it ends. :func:`interruptible` gives the running
 thread a stop check, and hooks on the encoder's stages (:func:`install`)
 consult it before each stage: when it says stop, the encode raises
 :class:`Interrupted` within a fraction of a second. Without a stop check (every
-other caller) the hooks do nothing.
+other caller) the hooks only serve :func:`~napari_mobilesam.engine.compute_thread.checkpoint`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+
+from .compute_thread import checkpoint
 
 _local = threading.local()
 _MARK = "_napari_mobilesam_interruptible"
@@ -48,6 +50,7 @@ def install(model) -> None:
 
 
 def _check(module, inputs) -> None:
+    checkpoint()  # urgent work waiting for the compute thread (a click's decode) runs between stages
     check = getattr(_local, "check", None)
     if check is not None and check():
         raise Interrupted("the encode was stopped")
