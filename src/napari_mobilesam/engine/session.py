@@ -86,6 +86,9 @@ class Session:
         """
         with self._load_lock:
             if self._model is None:
+                from .native_preload import preload_torch_library
+
+                preload_torch_library()  # first, so that torch's import never holds Python's lock for long
                 from .weights import load_model
 
                 if self._threads:
