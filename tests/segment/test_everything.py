@@ -279,3 +279,27 @@ def test_a_huge_lazy_image_is_refused_before_it_is_read():
 
     with pytest.raises(MobileSAMError, match="20000 x 20000 pixels"):
         segment_everything(Unreadable((20000, 20000)), decoder=lambda *_: None)
+
+
+def test_recipe_batches_are_decoded_in_parts_with_a_chance_to_stop_between(recipe_model, nuclei_reference, monkeypatch):
+    """On a CPU a batch is decoded in parts of STOP_EVERY prompts, a step between parts; the labels are the same."""
+    import napari_mobilesam.segment.everything as everything
+
+    image, embedding = nuclei_reference
+    settings = {"points_per_side": 8, "points_per_batch": 64, "pred_iou_thresh": 0.5, "stability_score_thresh": 0.5}
+    runs = {}
+    for stop_every in (64, 16):
+        monkeypatch.setattr(everything, "STOP_EVERY", stop_every)
+        steps = []
+        segmenter = EverythingSegmenter(predictor=Predictor(recipe_model), **settings)
+        runs[stop_every] = run_steps_recording(segmenter.steps(embedding), steps), steps
+    (whole, whole_steps), (parts, part_steps) = runs[64], runs[16]
+    np.testing.assert_array_equal(parts, whole)
+    assert whole_steps.count((0, 2)) == 1 and part_steps.count((0, 2)) == 4  # one batch of 64 points: 4 parts
+    assert part_steps[-1] == whole_steps[-1] == (2, 2)
+
+
+def run_steps_recording(steps, recorded):
+    from napari_mobilesam.segment.steps import run_steps
+
+    return run_steps(steps, lambda done, total: recorded.append((done, total)))

@@ -359,7 +359,7 @@ class EverythingSection(QGroupBox):
             run.status += f", {_objects(len(ids))} written into {target.name!r}"
 
     def cancel(self) -> None:
-        """Stop the running segmentation at the end of its prompt batch (*All slices* keeps its finished slices)."""
+        """Stop the running segmentation within the prompts being decoded (*All slices* keeps its finished slices)."""
         if self._slice_worker is not None:
             self._slice_cancelled = True
             self.status.setText(f"{self._slice_plane.describe()}: cancelling…")

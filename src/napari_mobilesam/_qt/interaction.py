@@ -289,6 +289,8 @@ class PromptLoop:
                 layer.data = np.zeros_like(layer.data)  # emptied in place: moving it costs a redraw
             return
         if layer is None:
+            if state.accept_waiting:
+                return  # accepted at once: a new preview layer would only cost a stall (a Labels layer's visuals)
             layer = preview.new_preview_layer(state.plane)
             self.widget.image_layers.add_preview(state, layer)
         preview.show_on(layer, state.plane, decoded.label_image())

@@ -72,6 +72,9 @@ from .prompt_sampling import (
 from .steps import run_steps
 
 Decoder = Callable[[Prompts, bool], tuple[torch.Tensor, torch.Tensor]]
+# Prompts decoded at once on a CPU, between two chances to stop (a batch of 64 takes ~0.5 s on 2 cores,
+# 16 take as long per prompt: 1.91 against 1.88 s for 256 grid points).
+STOP_EVERY = 16
 Progress = Callable[[int, int], None]
 
 
@@ -226,11 +229,17 @@ class EverythingSegmenter:
         frame = LowResFrame(input_size, original_size)
         candidates = _Candidates([], [], [])
         multimask = self.sampler == "grid"
+        # On a CPU, decoded in parts with a step (a chance to stop) between them: a cancel takes effect
+        # within ~0.1 s instead of a whole batch. Each mask is filtered on its own: the same result.
+        on_cpu = self.decoder is None and self._predictor().device.type == "cpu"
         for batch in batches:
-            yield done, total
-            prompts = point_prompts(batch) if multimask else box_prompts(batch)
-            low_res, iou = check_decoded(decode(prompts, multimask), prompts.count, multimask)
-            self._filter(low_res, iou, frame, candidates)
+            part_size = STOP_EVERY if on_cpu else len(batch)
+            for start in range(0, len(batch), part_size):
+                yield done, total
+                part = batch[start : start + part_size]
+                prompts = point_prompts(part) if multimask else box_prompts(part)
+                low_res, iou = check_decoded(decode(prompts, multimask), prompts.count, multimask)
+                self._filter(low_res, iou, frame, candidates)
             done += 1
         yield done, total
         labels = self._labels(candidates, frame)
