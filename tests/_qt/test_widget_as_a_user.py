@@ -296,7 +296,7 @@ def test_cancel_stops_within_a_batch_and_says_so(make_napari_viewer, qtbot, sess
     assert section.status.text().endswith("cancelling…")
     assert run.wait(120)
     stopped = time.perf_counter() - started
-    # It stops at the end of the batch under way: not after the slice's other batches (16 a slice here).
+    # It stops within the part of the batch under way: not after the slice's other batches (16 a slice here).
     assert len(steps_after_cancel) <= 2, steps_after_cancel
     assert stopped < 30, f"cancel took {stopped:.1f} s"  # about a second on a quiet machine: see the benchmark
     assert "cancelled" in section.status.text() and section.this_slice.isEnabled()
@@ -552,3 +552,40 @@ def test_edit_an_existing_label(make_napari_viewer, qtbot, session):
     assert (after == 9).sum() == (existing == 9).sum()  # the other object untouched
     labels.undo()  # one undo step
     np.testing.assert_array_equal(labels.data, existing)
+
+
+def test_the_model_work_runs_on_one_thread_and_none_on_the_ui_thread(make_napari_viewer, qtbot, session, monkeypatch):
+    """Encodes, decodes and mask resizing of a click, a refining click, M and Enter: all on the compute thread
+    (a second thread running torch would slow every decode, see engine/compute_thread.py)."""
+    import threading
+
+    import napari_mobilesam.engine.mask_resize as mask_resize
+    from napari_mobilesam.engine.predictor import Predictor
+
+    threads = []
+
+    def recording(function):
+        def run(*args, **kwargs):
+            threads.append(threading.current_thread().name)
+            return function(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(Predictor, "embed", recording(Predictor.embed))
+    monkeypatch.setattr(Predictor, "decode_low_res", recording(Predictor.decode_low_res))
+    monkeypatch.setattr(mask_resize, "resize_logits", recording(mask_resize.resize_logits))
+    viewer = shown(make_napari_viewer, qtbot)
+    viewer.add_image(blobs((2, 64, 80)), name="cells")
+    widget = open_widget(viewer, qtbot)
+    user = User(viewer, qtbot)
+    user.click((20, 25))
+    wait_idle(widget, qtbot)
+    user.click((22, 30))
+    wait_idle(widget, qtbot)
+    user.key("M")
+    user.key("Enter")
+    viewer.dims.set_current_step(0, 1)  # the next slice: encoded too
+    wait_idle(widget, qtbot)
+    assert viewer.layers["cells labels"].data.any()
+    assert len(threads) >= 5  # two encodes, two decodes, their masks resized
+    assert set(threads) == {"napari-mobilesam compute"}, threads
