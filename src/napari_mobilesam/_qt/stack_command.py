@@ -9,7 +9,7 @@ last-used settings of the widget's "Segment everything" section
 the default session's model and embedding cache. Finished slices appear in a
 new Labels layer ``"<image> everything"`` as they arrive (the layer selection
 is left as it was). Cancel (the progress bar, or the widget) takes effect
-between two prompt batches, within about a second; finished slices are kept.
+between two parts of a prompt batch (a fraction of a second on a CPU); finished slices are kept.
 At the end, objects that continue on the next z-slice are given one id and
 ids are renumbered ``1..N`` (:mod:`napari_mobilesam.segment.linking`), in a
 worker too: the result equals :func:`~napari_mobilesam.segment_stack`'s.
