@@ -48,7 +48,9 @@ class ModelPicker(QComboBox):
             self.show_current()
             return None
         worker = create_worker(
-            safely(compute_thread.on_compute_thread(session.switch_model)), name, _progress={"total": 0, "desc": f"MobileSAM: loading {name}"}
+            safely(compute_thread.on_compute_thread(session.switch_model)),
+            name,
+            _progress={"total": 0, "desc": f"MobileSAM: loading {name}"},
         )
         worker.returned.connect(self._on_loaded)
         worker.finished.connect(self._on_finished)

@@ -46,7 +46,7 @@ def call(function: Callable[..., T], *args: Any, urgent: bool = False, **kwargs:
     of the work under way instead of after it. Called on the compute thread
     itself, it runs at once.
     """
-    if threading.current_thread() is _thread:
+    if is_compute_thread():
         return function(*args, **kwargs)
     future: Future = Future()
     _jobs.put((_URGENT if urgent else _NORMAL, next(_order), function, args, kwargs, future))
@@ -67,7 +67,7 @@ def on_compute_thread(function: Callable[..., T]) -> Callable[..., T]:
 
 def checkpoint() -> None:
     """On the compute thread, run the urgent work waiting (elsewhere: nothing)."""
-    if threading.current_thread() is not _thread:
+    if not is_compute_thread():
         return
     while True:
         try:
@@ -81,6 +81,7 @@ def checkpoint() -> None:
 
 
 def is_compute_thread() -> bool:
+    """Whether the calling thread is the compute thread."""
     return threading.current_thread() is _thread
 
 

@@ -233,10 +233,8 @@ class EverythingSegmenter:
         # within ~0.1 s instead of a whole batch. Each mask is filtered on its own: the same result.
         on_cpu = self.decoder is None and self._predictor().device.type == "cpu"
         for batch in batches:
-            part_size = STOP_EVERY if on_cpu else len(batch)
-            for start in range(0, len(batch), part_size):
+            for part in prompt_batches(batch, STOP_EVERY if on_cpu else len(batch)):
                 yield done, total
-                part = batch[start : start + part_size]
                 prompts = point_prompts(part) if multimask else box_prompts(part)
                 low_res, iou = check_decoded(decode(prompts, multimask), prompts.count, multimask)
                 self._filter(low_res, iou, frame, candidates)
