@@ -113,3 +113,22 @@ def test_process_sessions_are_kept_per_model(monkeypatch, recipe_model):
     assert session.model_name == "custom"
     session.switch_model("vit_t_em_organelles")
     assert loaded[-1] == (None, "vit_t_em_organelles", None) and session.loads == 1
+
+
+def test_the_model_loads_with_the_existing_objects_left_out_of_garbage_collections(monkeypatch, recipe_model):
+    """So that a full collection of a GUI's heap never freezes the window while torch's objects are made."""
+    import gc
+
+    from napari_mobilesam.engine import weights
+
+    seen = []
+
+    def load_model(*args, **kwargs):
+        seen.append(gc.get_freeze_count())
+        return recipe_model
+
+    monkeypatch.setattr(weights, "load_model", load_model)
+    session = Session(cache=EmbeddingCache(directory=None))
+    assert session.model() is recipe_model
+    assert seen and seen[0] > 1000
+    assert gc.get_freeze_count() == 0

@@ -86,16 +86,20 @@ class Session:
         """
         with self._load_lock:
             if self._model is None:
+                from .gc_freeze import host_objects_frozen
                 from .native_preload import preload_torch_library
 
                 preload_torch_library()  # first, so that torch's import never holds Python's lock for long
-                from .weights import load_model
+                with host_objects_frozen():  # nor do the garbage collections its objects trigger
+                    from .weights import load_model
 
-                if self._threads:
-                    import torch
+                    if self._threads:
+                        import torch
 
-                    torch.set_num_threads(int(self._threads))
-                self._model = load_model(self._weights, self._device, model=self._model_name, decoder=self._decoder)
+                        torch.set_num_threads(int(self._threads))
+                    self._model = load_model(
+                        self._weights, self._device, model=self._model_name, decoder=self._decoder
+                    )
                 self._source = _describe_weights(self._model)
                 self.loads += 1
             return self._model
