@@ -589,3 +589,51 @@ def test_the_model_work_runs_on_one_thread_and_none_on_the_ui_thread(make_napari
     assert viewer.layers["cells labels"].data.any()
     assert len(threads) >= 5  # two encodes, two decodes, their masks resized
     assert set(threads) == {"napari-mobilesam compute"}, threads
+
+
+def test_a_click_is_decoded_from_its_press(make_napari_viewer, qtbot, session, monkeypatch):
+    """The decode of a click starts at the press and is shown once the point is added on release; a press that
+    becomes a drag, or a release a few pixels away, never shows a mask for a point that is not there."""
+    from napari_mobilesam.engine.predictor import Predictor
+
+    decoded_points = []
+    decode_low_res = Predictor.decode_low_res
+
+    def recording(self, prompts, *args, **kwargs):
+        decoded_points.append(None if prompts.point_coords is None else prompts.point_coords[0].copy())
+        return decode_low_res(self, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(Predictor, "decode_low_res", recording)
+    viewer = shown(make_napari_viewer, qtbot)
+    viewer.add_image(blobs((64, 80)), name="cells")
+    widget = open_widget(viewer, qtbot)
+    user = User(viewer, qtbot)
+    points = widget.points_layer
+
+    # Held down: decoded already, nothing shown or added yet.
+    user.mouse_down((20, 25))
+    qtbot.waitUntil(lambda: len(decoded_points) == 1 and not widget.decoder.busy, timeout=30_000)
+    assert len(points.data) == 0 and widget.state.result is None
+    user.mouse_up((20, 25))
+    wait_idle(widget, qtbot)
+    assert len(points.data) == 1 and len(decoded_points) == 1  # the press's decode is the click's
+    job, decoded = widget.state.result
+    np.testing.assert_allclose(decoded_points[0], [[points.data[0][1], points.data[0][0]]])
+    assert job.generation == widget.state.generation and decoded.masks.shape == (1, 64, 80)
+
+    # A press that becomes a drag (a pan): no point, the first click's result stays.
+    first = widget.state.result
+    user.drag((40, 50), (55, 70))
+    wait_idle(widget, qtbot)
+    assert len(points.data) == 1 and widget.state.result is first
+
+    # Released two pixels away: the point lands there, and that point is what is decoded and shown.
+    before = len(decoded_points)
+    user.mouse_down((40, 50))
+    user.mouse_up((40, 50), shift_pixels=(2, 1))
+    wait_idle(widget, qtbot)
+    assert len(points.data) == 2
+    assert len(decoded_points) >= before + 1
+    job, _ = widget.state.result
+    np.testing.assert_allclose(decoded_points[-1][-1], points.data[1][::-1])
+    assert job.generation == widget.state.generation and len(job.objects[0].point_coords) == 2

@@ -174,7 +174,7 @@ class User:
         from qtpy.QtTest import QTest
 
         native = self.canvas.native
-        which = {"left": Qt.MouseButton.LeftButton, "right": Qt.MouseButton.RightButton}[button]
+        which = self._button(button)
         modifiers = Qt.KeyboardModifier.AltModifier if alt else Qt.KeyboardModifier.NoModifier
         at = self._pixel(world_yx)
         QTest.mouseMove(native, at)
@@ -183,6 +183,34 @@ class User:
         self.settle(5)
         QTest.mouseRelease(native, which, modifiers, at)
         self.settle()
+
+    def mouse_down(self, world_yx, button: str = "left") -> None:
+        """Press a mouse button on the canvas at world ``(y, x)`` and keep it down."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtTest import QTest
+
+        at = self._pixel(world_yx)
+        QTest.mouseMove(self.canvas.native, at)
+        self.settle(5)
+        QTest.mousePress(self.canvas.native, self._button(button), Qt.KeyboardModifier.NoModifier, at)
+
+    def mouse_up(self, world_yx, button: str = "left", shift_pixels: tuple[int, int] = (0, 0)) -> None:
+        """Release the button at world ``(y, x)``, moved by ``shift_pixels`` ``(dx, dy)`` on screen first."""
+        from qtpy.QtCore import QPoint, Qt
+        from qtpy.QtTest import QTest
+
+        at = self._pixel(world_yx) + QPoint(*shift_pixels)
+        if shift_pixels != (0, 0):
+            QTest.mouseMove(self.canvas.native, at)
+            self.settle(5)
+        QTest.mouseRelease(self.canvas.native, self._button(button), Qt.KeyboardModifier.NoModifier, at)
+        self.settle()
+
+    @staticmethod
+    def _button(name: str):
+        from qtpy.QtCore import Qt
+
+        return {"left": Qt.MouseButton.LeftButton, "right": Qt.MouseButton.RightButton}[name]
 
     def drag(self, start_yx, end_yx, steps: int = 6) -> None:
         """Drag with the left button from ``start_yx`` to ``end_yx`` (world), through a few moves."""
@@ -206,8 +234,13 @@ class User:
         from qtpy.QtCore import Qt
         from qtpy.QtTest import QTest
 
-        keys = {"Enter": Qt.Key.Key_Return, "Escape": Qt.Key.Key_Escape, "M": Qt.Key.Key_M, "T": Qt.Key.Key_T,
-                "Z": Qt.Key.Key_Z}
+        keys = {
+            "Enter": Qt.Key.Key_Return,
+            "Escape": Qt.Key.Key_Escape,
+            "M": Qt.Key.Key_M,
+            "T": Qt.Key.Key_T,
+            "Z": Qt.Key.Key_Z,
+        }
         modifiers = Qt.KeyboardModifier.NoModifier
         if control:
             modifiers |= Qt.KeyboardModifier.ControlModifier

@@ -18,7 +18,7 @@ class DecodeJob:
     """Everything one prediction needs, captured on the UI thread."""
 
     state: object  # the ImageState it was made for
-    generation: int
+    generation: int | None  # None: decoded at a press, for the click it may become (see PromptLoop.on_press)
     plane: LayerPlane
     embedding: object
     objects: list
@@ -91,7 +91,9 @@ class PromptDecoder:
             self._on_error(result.error)
             return
         job, decoded = result
-        if self._waiting is None and self._is_current(job):
+        # A newer job waiting makes this one stale, unless it is only a press's guess at the next click.
+        newer = self._waiting is not None and self._waiting.generation is not None
+        if not newer and self._is_current(job):
             self._on_ready(job, decoded)
 
     def _finished(self) -> None:

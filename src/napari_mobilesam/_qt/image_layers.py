@@ -173,6 +173,7 @@ class ImageLayers:
                 lambda: this().default_positive if this() is not None else True
             )
             points.mouse_drag_callbacks.insert(0, self._polarity_callback)
+            points.mouse_drag_callbacks.insert(1, self.widget.prompts.on_press)  # once the polarity is set
 
     def unwire(self) -> None:
         state, self._wired = self._wired, None
@@ -182,8 +183,10 @@ class ImageLayers:
             if layer is not None:
                 self._configure(layer, connect=False)
         points = state.points
-        if points is not None and self._polarity_callback in points.mouse_drag_callbacks:
-            points.mouse_drag_callbacks.remove(self._polarity_callback)
+        if points is not None:
+            for callback in (self._polarity_callback, self.widget.prompts.on_press):
+                if callback in points.mouse_drag_callbacks:
+                    points.mouse_drag_callbacks.remove(callback)
         self._polarity_callback = None
 
     def _configure(self, layer, connect: bool) -> None:

@@ -7,6 +7,8 @@ and previews are the current image's: each image keeps its own.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 from napari.utils.notifications import show_info
 from qtpy.QtCore import QTimer
@@ -21,6 +23,16 @@ from .notify import report
 from .prompt_reading import boxes_on_plane, points_on_plane, prompt_signature
 
 
+@dataclass(eq=False)
+class Speculation:
+    """A click decoded at its press: the job, its result once back, and the generation it became once the
+    click's point was added with the same prompts."""
+
+    job: DecodeJob
+    decoded: Decoded | None = None
+    generation: int | None = None
+
+
 class PromptLoop:
     """Reading prompts, decoding them and showing the preview; ``widget`` provides viewer, state and workers."""
 
@@ -28,6 +40,7 @@ class PromptLoop:
         self.widget = widget
         self._dropping: set[int] = set()
         self.prompt_order: list[str] = []  # "points"/"boxes", one per prompt added: what Ctrl+Z takes back first
+        self._speculation: Speculation | None = None
 
     # -- prompts ---------------------------------------------------------------------------
 
@@ -117,6 +130,11 @@ class PromptLoop:
                 self.prompt_order.extend([kind] * max(1, len(getattr(event, "data_indices", ()) or ())))
                 if kind == "points":  # a right click made this point negative: the next one is the default again
                     prompt_layers.set_default_polarity(source, self.widget.default_positive)
+            # A click: decode at once. napari's ``add`` goes on for a while after this event (selection,
+            # refreshes); the decode runs beside it on the compute thread instead of after it.
+            self.widget.planes.touch()
+            self.predict_now()
+            return
         self.schedule()
 
     def schedule(self, touch: bool = True) -> None:
@@ -190,7 +208,61 @@ class PromptLoop:
             return
         state.requested = signature
         state.generation += 1
+        if self._adopt(state, objects, signature):
+            return
         widget.decoder.submit(self.job(state, objects, signature))
+
+    # -- a click decoded at its press ---------------------------------------------------------
+
+    def on_press(self, layer, event) -> None:
+        """A press on the prompts layer in add mode: decode the prompts with the point it is about to add.
+
+        napari adds a click's point on release, if the mouse stayed within a few
+        pixels; a click's press comes some 0.1 s before. The decode runs in that
+        time; its result is held, and shown as soon as the point added makes the
+        same prompts (:meth:`_adopt`), or dropped (the mouse moved, or the press
+        began a drag).
+        """
+        state = self.widget.state
+        if state is None or layer is not state.points or layer.mode != "add" or state.plane is None:
+            return
+        if not state.embedding_ready or event.position is None:
+            return
+        plane, point = state.plane, self.widget.viewer.dims.point
+        positive = bool(layer.feature_defaults[prompt_layers.POLARITY].iloc[0])  # set on this press already
+        points = points_on_plane(layer, plane, point, extra=(layer.world_to_data(event.position), positive))
+        if len(points.outside):
+            return  # a point outside the image: the click's own path reports it
+        boxes = boxes_on_plane(state.boxes, plane, point)
+        objects = objects_from_prompts(points.xy, points.positive, boxes.boxes, require_positive=state.editing is None)
+        signature = prompt_signature(plane, points, boxes)
+        if not objects or signature == state.requested:
+            return
+        job = DecodeJob(
+            state, None, plane, state.embedding.embedding, objects, self.refinement(state, objects), signature
+        )
+        self._speculation = Speculation(job)
+        self.widget.decoder.submit(job)
+
+    def _adopt(self, state, objects, signature) -> bool:
+        """The prompts just read are those decoded at the last press: use that decode (shown now if it is
+        back, else when it is); False if they are not."""
+        speculation = self._speculation
+        if speculation is None:
+            return False
+        job = speculation.job
+        if not (
+            job.state is state
+            and job.signature == signature
+            and job.plane.key == state.plane.key
+            and job.embedding is state.embedding.embedding
+            and _same_mask(job.mask_input, self.refinement(state, objects))
+        ):
+            return False
+        speculation.generation = state.generation
+        if speculation.decoded is not None:
+            self.on_decoded(job, speculation.decoded)
+        return True
 
     def job(self, state, objects, signature) -> DecodeJob:
         return DecodeJob(
@@ -223,21 +295,42 @@ class PromptLoop:
         return None if state.editing is None else self.widget.acceptor.edited_as_result(state)
 
     def is_current(self, job: DecodeJob) -> bool:
+        """Whether ``job`` is still wanted: made for the prompts on screen, or the last press's decode."""
         state = self.widget.state
+        if state is None or job.state is not state:
+            return False
+        generation = job.generation
+        if generation is None:  # decoded at a press: wanted while it is the last press's
+            speculation = self._speculation
+            if speculation is None or speculation.job is not job:
+                return False
+            generation = state.generation if speculation.generation is None else speculation.generation
         return (
             job.state is state
-            and job.generation == state.generation
+            and generation == state.generation
             and state.plane is not None
             and job.plane.key == state.plane.key
         )
 
     def on_decoded(self, job: DecodeJob, decoded: Decoded) -> None:
+        if job.generation is None:  # decoded at a press
+            speculation = self._speculation
+            if speculation is None or speculation.job is not job:
+                return
+            if speculation.generation is None:
+                speculation.decoded = decoded  # held until the click's point is added
+                return
+            self._speculation = None
+            job = replace(job, generation=speculation.generation)
+            if not self.is_current(job):
+                return
         state = job.state
         state.set_result((job, decoded))
         if state.accept_waiting:
             self.widget.acceptor.accept_waiting_result()
 
     def on_decode_error(self, error: Exception) -> None:
+        self._speculation = None
         state = self.widget.state
         if state is not None and state.accept_waiting:
             state.set_accept_waiting(False)
@@ -294,3 +387,7 @@ class PromptLoop:
             layer = preview.new_preview_layer(state.plane)
             self.widget.image_layers.add_preview(state, layer)
         preview.show_on(layer, state.plane, decoded.label_image())
+
+
+def _same_mask(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))

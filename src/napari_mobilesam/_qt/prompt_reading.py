@@ -41,16 +41,24 @@ class PlanePoints:
     outside: np.ndarray
 
 
-def points_on_plane(layer, plane: LayerPlane, viewer_point) -> PlanePoints:
-    """The points of ``layer`` on ``plane`` (points on other slices are left out)."""
+def points_on_plane(layer, plane: LayerPlane, viewer_point, extra=None) -> PlanePoints:
+    """The points of ``layer`` on ``plane`` (points on other slices are left out).
+
+    ``extra``: ``(coords, positive)`` of one more point, in the layer's data
+    coordinates, read as if it had been added last (a click about to add it).
+    """
     empty = np.zeros(0, dtype=int)
-    if layer is None or len(layer.data) == 0:
+    if layer is None or (len(layer.data) == 0 and extra is None):
         return PlanePoints(np.zeros((0, 2)), np.zeros(0, dtype=bool), empty, empty)
-    data = _layer_to_image_data(np.asarray(layer.data, dtype=float), layer, plane, viewer_point)
+    data, positive = np.asarray(layer.data, dtype=float).reshape(-1, layer.ndim), polarities(layer)
+    if extra is not None:
+        data = np.concatenate([data, np.asarray(extra[0], dtype=float).reshape(1, layer.ndim)])
+        positive = np.append(positive, bool(extra[1]))
+    data = _layer_to_image_data(data, layer, plane, viewer_point)
     on = np.flatnonzero(slicing.on_plane(data, plane.steps))
     xy = slicing.to_plane_xy(data[on], plane.steps, plane.factors)
     inside = slicing.inside_plane(xy, plane.plane_shape)
-    return PlanePoints(xy[inside], polarities(layer)[on][inside], on[inside], on[~inside])
+    return PlanePoints(xy[inside], positive[on][inside], on[inside], on[~inside])
 
 
 @dataclass(frozen=True, eq=False)
