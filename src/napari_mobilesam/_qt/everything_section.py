@@ -45,12 +45,32 @@ from .stack_command import RUNS, StackRun, guarded
 
 SAMPLERS = [("Point grid (SAM)", "grid"), ("Box proposals (MobileSAMv2)", "boxes")]
 # Offered when the model has micro-sam's instance decoder.
-INSTANCE_CHOICES = [("AIS: decoder maps, watershed (micro-sam)", "ais"), ("APG: prompts from the decoder (micro-sam)", "apg")]
+INSTANCE_CHOICES = [
+    ("AIS: decoder maps, watershed (micro-sam)", "ais"),
+    ("APG: prompts from the decoder (micro-sam)", "apg"),
+]
 INSTANCE_FORMS = {
-    "ais": (WatershedParams, ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold",
-                              "foreground_smoothing", "distance_smoothing")),
-    "apg": (APGParams, ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold",
-                        "nms_threshold", "batch_size", "intersection_over_min")),
+    "ais": (
+        WatershedParams,
+        (
+            "center_distance_threshold",
+            "boundary_distance_threshold",
+            "foreground_threshold",
+            "foreground_smoothing",
+            "distance_smoothing",
+        ),
+    ),
+    "apg": (
+        APGParams,
+        (
+            "center_distance_threshold",
+            "boundary_distance_threshold",
+            "foreground_threshold",
+            "nms_threshold",
+            "batch_size",
+            "intersection_over_min",
+        ),
+    ),
 }
 FORM_LABELS = {
     "sampler": "Sampler",
@@ -114,7 +134,9 @@ class EverythingSection(QGroupBox):
     :meth:`segment_all_slices`, :meth:`cancel`, :meth:`wait`, :attr:`busy`, :attr:`last_run`.
     """
 
-    def __init__(self, widget, parent=None) -> None:
+    def __init__(self, widget, parent=None, instance_forms: bool = True) -> None:
+        """``instance_forms=False``: the AIS and APG forms come later, from :meth:`add_instance_forms` (the widget
+        builds them in an event-loop turn of their own)."""
         super().__init__("Segment everything", parent)
         self._widget = widget
         self._slice_worker = None
@@ -132,10 +154,7 @@ class EverythingSection(QGroupBox):
             choices={"sampler": SAMPLERS + INSTANCE_CHOICES},
         )
         #: The AIS and APG settings (shown for their sampler; thresholds under Advanced).
-        self.instance_forms = {
-            sampler: ParamsForm(cls, advanced=advanced, hidden=("mask_threshold",))
-            for sampler, (cls, advanced) in INSTANCE_FORMS.items()
-        }
+        self.instance_forms: dict[str, ParamsForm] = {}
         self.this_slice = QPushButton("This slice")
         self.this_slice.setToolTip("Segment every object on the slice shown into the Labels layer (one undo step).")
         self.all_slices = QPushButton("All slices")
@@ -151,16 +170,14 @@ class EverythingSection(QGroupBox):
         buttons.addWidget(self.cancel_button, 1, 0, 1, 2)
         layout = QVBoxLayout(self)
         layout.addWidget(self.form)
-        for form in self.instance_forms.values():
-            layout.addWidget(form)
         layout.addLayout(buttons)
         layout.addWidget(self.status)
 
         self.set_settings(last_used())
         self.follow_model()
         self.form.changed.connect(self._remember)
-        for form in self.instance_forms.values():
-            form.changed.connect(self._remember_instance)
+        if instance_forms:
+            self.add_instance_forms()
         self.this_slice.clicked.connect(self.segment_slice)
         self.all_slices.clicked.connect(self.segment_all_slices)
         self.cancel_button.clicked.connect(self.cancel)
@@ -179,8 +196,21 @@ class EverythingSection(QGroupBox):
         self.form.set_value(settings)
         self._remember()
 
+    def add_instance_forms(self) -> None:
+        """Add the AIS and APG forms below the common settings (once)."""
+        if self.instance_forms:
+            return
+        layout = self.layout()
+        for index, (sampler, (cls, advanced)) in enumerate(INSTANCE_FORMS.items(), start=1):
+            form = self.instance_forms[sampler] = ParamsForm(cls, advanced=advanced, hidden=("mask_threshold",))
+            layout.insertWidget(index, form)
+        self.follow_model()
+        for form in self.instance_forms.values():
+            form.changed.connect(self._remember_instance)
+
     def instance_settings(self):
         """The AIS or APG settings shown, when that sampler is chosen; else None."""
+        self.add_instance_forms()
         sampler = self.form.widgets["sampler"].value
         return self.instance_forms[sampler].value() if sampler in INSTANCE_SAMPLERS else None
 

@@ -8,11 +8,15 @@ layers, its plane is followed, and the tool in use moves to it.
 
 from __future__ import annotations
 
+from functools import partial
+
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import QTimer
 
 from ..errors import MobileSAMError
 from . import prompt_layers
+from .notify import report
+from .staged_build import run_in_turns
 
 
 class ImageChoice:
@@ -23,16 +27,43 @@ class ImageChoice:
         self._tool_before_3d = None
 
     def first_image(self) -> None:
-        """The widget opened (and napari's table library is loaded): take the selected image, or the first."""
+        """The widget opened (and napari's table library is loaded): take the selected image, or the first.
+
+        Its prompt layers are made one per event-loop turn (napari builds each
+        layer's visuals and controls at once: 0.1-0.25 s), then it becomes the
+        current image, unless one was picked meanwhile.
+        """
         widget = self.widget
         if widget.closed:
             return
-        QTimer.singleShot(0, widget.lifecycle.layers_made.set)  # once this turn (making the prompt layers) is over
+        image = self._initial_image()
+        steps = []
+        if image is not None and widget.state is None:
+            state = widget.image_layers.state_for(image)
+            steps = [partial(self._make_prompt_layer, state, slot) for slot in ("boxes", "points")]
+        run_in_turns(widget, [*steps, self.first_image_now], partial(report, doing="opening the widget"))
+
+    def first_image_now(self) -> None:
+        """Take the first image now, unless one is taken already (a script calling the widget as it opens)."""
+        widget = self.widget
+        QTimer.singleShot(0, widget.lifecycle.layers_made.set)  # once this turn (wiring the prompt layers) is over
+        try:
+            if not widget.closed and widget.state is None:
+                self.set_image(self._initial_image())
+        finally:
+            widget.opened()
+
+    def _initial_image(self):
+        widget = self.widget
         active = widget.viewer.layers.selection.active
         image = active if active in widget.image_layers.images() else widget.layers_section.image.layer()
         if image is not None:
             widget.layers_section.image.show_layer(image)
-        self.set_image(image)
+        return image
+
+    def _make_prompt_layer(self, state, slot: str) -> None:
+        if not self.widget.closed and self.widget.state is None and state.image in self.widget.viewer.layers:
+            self.widget.image_layers.ensure_prompt_layers(state, (slot,))
 
     def set_image(self, layer) -> None:
         """Make ``layer`` (an Image layer, or None) the image the widget works on."""

@@ -52,13 +52,15 @@ class ImageLayers:
 
     # -- helper layers -------------------------------------------------------------
 
-    def ensure_prompt_layers(self, state: ImageState) -> None:
-        """Give ``state`` its prompt layers: those it has, its own found in the viewer, or new ones."""
+    def ensure_prompt_layers(self, state: ImageState, slots: tuple[str, ...] = ("boxes", "points")) -> None:
+        """Give ``state`` its prompt layers (``slots``): those it has, its own found in the viewer, or new ones."""
         layers = {}
         for slot, role, make in (
             ("boxes", "boxes", prompt_layers.new_boxes_layer),
             ("points", "prompts", prompt_layers.new_points_layer),
         ):
+            if slot not in slots:
+                continue
             layer = getattr(state, slot)
             if layer is not None and layer in self.viewer.layers:
                 continue

@@ -4,7 +4,7 @@ Open it from Plugins › napari-mobilesam › MobileSAM (or Layers › Segment),
 from napari's console::
 
     _, widget = viewer.window.add_plugin_dock_widget("napari-mobilesam", "MobileSAM")
-    widget.add_point((120, 80))          # world (y, x) on the plane shown
+    widget.add_point((120, 80))          # world (y, x) on the plane shown (of the selected or first image)
     widget.segment()                     # wait for the mask
     widget.accept()                      # -> [1]: the new label id
 
@@ -17,35 +17,23 @@ redraws on its events.
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
+from functools import partial
 
 import numpy as np
 from napari.utils.notifications import show_info, show_warning
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QApplication, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QApplication, QLabel, QVBoxLayout, QWidget
 
-from ..engine.session import default_session
-from . import prompt_layers
-from .accepting import Acceptor
-from .decode_scheduler import PromptDecoder
-from .encode_scheduler import PlaneEncoder
-from .everything_section import EverythingSection
-from .image_choice import ImageChoice
-from .image_layers import ImageLayers
-from .interaction import PromptLoop
-from .lifecycle import Lifecycle
-from .model_picker import ModelPicker
-from .notify import reporting
-from .plane_tracking import PlaneFollower
-from .precision_section import PrecisionSection
-from .prefetch import Prefetcher
-from .sections import CacheSection, LayersSection, PromptSection, StatusLabel
-from .stack_command import RUNS
-from .status_view import StatusView
-from .tools import Tools
+from ..engine.gc_freeze import host_objects_frozen
+from .notify import report
+from .staged_build import StagedBuild
 
-# start: the first image is picked later (a script may call set_model() first); predict: at the end of the
-# event-loop turn (merges the bursts of events one click emits); contrast: once the slider rests.
-TIMERS = {"start": 0, "predict": 0, "view": 20, "contrast": 300, "prefetch": 500, "work": 200}
+#: The widget's attributes that the stages of ``widget_build`` make.
+PARTS = frozenset(
+    "image_layers layers_section prompt_section cache_section status_label _extra_sections tools status_view choice "
+    "lifecycle planes prompts acceptor timers encoder decoder prefetcher model_picker everything_section "
+    "precision_section _viewer_events".split()
+)
 
 
 class MobileSAMWidget(QWidget):
@@ -71,90 +59,49 @@ class MobileSAMWidget(QWidget):
         # napari hands plugins a public-only proxy; the layers it returns are proxies too, and
         # "is this the prompts layer?" must compare the layers themselves.
         self.viewer = getattr(napari_viewer, "__wrapped__", napari_viewer)
+        self._proxy = napari_viewer  # what the layer pickers are given
         self._session_obj = session
         self.closed = False
         self.state = None
         #: Encode the neighbouring slices (z +- 1) in the background when the user is idle.
         self.prefetch = True
 
-        self.image_layers = ImageLayers(self)
-        self.layers_section = LayersSection(napari_viewer, eligible_helper=self.image_layers.pickable_helper)
-        self.prompt_section = PromptSection()
-        self.cache_section = CacheSection()
-        self.status_label = StatusLabel()
+        # Opening makes many objects (layers, torch): the garbage collections they trigger leave napari's own
+        # objects out until the first image is set up (see engine/gc_freeze.py).
+        self._opening_freeze = ExitStack()
+        self._opening_freeze.enter_context(host_objects_frozen())
+        self.destroyed.connect(self._opening_freeze.close)  # a widget deleted while opening gives them back
+        # Built in stages (see staged_build.py): napari docks the widget while it holds only this line.
         layout = QVBoxLayout(self)
-        layout.addWidget(self.layers_section)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.prompt_section)
-        self._extra_sections = QVBoxLayout()
-        layout.addLayout(self._extra_sections)
-        layout.addWidget(self.cache_section)
+        self._opening = QLabel("MobileSAM: opening…")
+        layout.addWidget(self._opening)
         layout.addStretch(1)
-
-        self.tools = Tools(self)
-        self.status_view = StatusView(self)
-        self.choice = ImageChoice(self)
-        self.lifecycle = Lifecycle(self)
-        self.planes = PlaneFollower(self)
-        self.prompts = PromptLoop(self)
-        self.acceptor = Acceptor(self)
-        self.timers = {name: _single_shot(self, ms) for name, ms in TIMERS.items()}
-        for name, slot in (
-            ("predict", self.prompts.predict_now),
-            ("view", self.planes.update),
-            ("contrast", self.planes.update),
-            ("prefetch", self.planes.start_prefetch),
-            ("work", self.status_view.update_work),
-            ("start", self.choice.first_image),
-        ):
-            self.timers[name].timeout.connect(reporting("following the viewer")(slot))
-        self.encoder = PlaneEncoder(
-            self.session, self.planes.on_encoded, self.planes.on_encode_error, self.planes.on_encode_start
+        self._build = StagedBuild(
+            self, f"{__package__}.widget_build", (self,), partial(report, doing="opening the widget")
         )
-        self.decoder = PromptDecoder(
-            self.session, self.prompts.is_current, self.prompts.on_decoded, self.prompts.on_decode_error
-        )
-        self.prefetcher = Prefetcher(self.session, self.planes.user_is_busy, self.planes.on_prefetched)
-        #: The model picker (the Layers section's first row).
-        self.model_picker = ModelPicker(self)
-        self.layers_section.form.insertRow(0, "Model", self.model_picker)
-        #: "Segment everything": every object on the slice shown, or on all slices.
-        self.everything_section = EverythingSection(self)
-        self.add_section(self.everything_section)
-        self.precision_section = PrecisionSection(self)  #: the encoder's precision (adds itself)
 
-        RUNS.widgets[id(self.viewer)] = self
-        self._connect()
-        self.update_cache_text()
-        self.render()
-        self.lifecycle.warm_up()  # starts the "start" timer when the prompt layers can be made
+    def __getattr__(self, name: str):
+        # A part not built yet (a script right after opening the widget): build the rest now.
+        build = self.__dict__.get("_build")
+        if name not in PARTS or build is None or build.done or build.running:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        build.finish()
+        return getattr(self, name)
 
-    # -- construction --------------------------------------------------------------------------
+    def finish_opening(self) -> None:
+        """Build what the widget has not built yet, now (it builds itself over the first event-loop turns)."""
+        self._build.finish()
 
-    def _connect(self) -> None:
-        layers, prompts = self.layers_section, self.prompt_section
-        choice = self.choice
-        layers.image.changed.connect(reporting("switching images")(choice.set_image))
-        layers.points.changed.connect(reporting("picking the points layer")(choice.on_points_picked))
-        layers.boxes.changed.connect(reporting("picking the boxes layer")(choice.on_boxes_picked))
-        layers.labels.changed.connect(reporting("picking the labels layer")(choice.on_labels_picked))
-        prompts.positive.toggled.connect(self._on_polarity_toggled)
-        prompts.next_mask.clicked.connect(self.next_candidate)
-        prompts.accept.clicked.connect(self.accept)
-        prompts.clear.clicked.connect(self.clear_prompts)
-        self.cache_section.clear.clicked.connect(self.clear_cache)
-        self._viewer_events = [
-            (self.viewer.dims.events.current_step, choice.on_view_event),
-            (self.viewer.dims.events.ndisplay, choice.on_ndisplay),
-            (self.viewer.dims.events.order, choice.on_view_event),
-            (self.viewer.layers.events.removed, self.status_view.on_layers_changed),
-            (self.viewer.layers.events.inserted, self.status_view.on_layers_changed),
-        ]
-        for emitter, callback in self._viewer_events:
-            emitter.connect(callback)
+    def opened(self) -> None:
+        """The first image is set up: opening is over."""
+        self._opening_freeze.close()
+
+    # -- engine ------------------------------------------------------------------------------------
 
     def session(self):
         """The session holding the model and the embedding cache (the process-wide one unless given)."""
+        from ..engine.session import default_session
+
         return self._session_obj if self._session_obj is not None else default_session()
 
     def add_section(self, section: QWidget) -> None:
@@ -219,7 +166,9 @@ class MobileSAMWidget(QWidget):
 
     def _on_polarity_toggled(self, positive: bool) -> None:
         if self.points_layer is not None:
-            prompt_layers.set_default_polarity(self.points_layer, positive)
+            from .prompt_layers import set_default_polarity
+
+            set_default_polarity(self.points_layer, positive)
         self.render()
 
     @property
@@ -300,6 +249,8 @@ class MobileSAMWidget(QWidget):
         return None if self.state is None else self.state.plane
 
     def require_image(self) -> bool:
+        if self.state is None and not self.closed and not self.lifecycle.layers_made.is_set():
+            self.choice.first_image_now()  # called as the widget opens: its first image is taken now
         if self.state is None:
             show_warning("MobileSAM: open an image first (File › Open, or File › Open Sample › napari-mobilesam).")
             return False
@@ -349,6 +300,7 @@ class MobileSAMWidget(QWidget):
     def wait(self, timeout: float = 60.0, include_prefetch: bool = False) -> bool:
         """Process events until encoding and prediction are done (scripts). Returns False on timeout."""
         deadline = time.monotonic() + timeout
+        self.finish_opening()
         app = QApplication.instance()
         while self._pending() or (include_prefetch and self.prefetcher.busy):
             if time.monotonic() >= deadline:
@@ -384,6 +336,16 @@ class MobileSAMWidget(QWidget):
         viewer stays). The dock's close button, napari's window closing and quitting call it."""
         if self.closed:
             return
+        self.opened()
+        if not self._build.done:
+            try:
+                self.finish_opening()  # everything it connected is disconnected below
+            except Exception:  # noqa: BLE001 - a widget that failed to open has nothing more to stop
+                self._build.cancel()
+                self.closed = True
+                return
+        from .stack_command import RUNS
+
         self.closed = True
         if RUNS.widgets.get(id(self.viewer)) is self:
             del RUNS.widgets[id(self.viewer)]
@@ -408,8 +370,3 @@ class MobileSAMWidget(QWidget):
             for state in list(self.image_layers.states.values()):
                 self.image_layers.remove_helpers(state, only_empty=True)
         self.state = None
-
-
-def _single_shot(parent, interval: int) -> QTimer:
-    timer = QTimer(parent, singleShot=True, interval=interval)
-    return timer
