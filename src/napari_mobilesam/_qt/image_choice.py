@@ -37,10 +37,11 @@ class ImageChoice:
         if widget.closed:
             return
         image = self._initial_image()
-        steps = []
+        steps, made = [], {}
         if image is not None and widget.state is None:
             state = widget.image_layers.state_for(image)
-            steps = [partial(self._make_prompt_layer, state, slot) for slot in ("boxes", "points")]
+            for slot in ("boxes", "points"):  # each layer made in one turn, inserted (napari's visuals) in the next
+                steps += [partial(self._make_prompt_layer, state, slot, made), partial(self._insert, state, slot, made)]
         run_in_turns(widget, [*steps, self.first_image_now], partial(report, doing="opening the widget"))
 
     def first_image_now(self) -> None:
@@ -61,9 +62,18 @@ class ImageChoice:
             widget.layers_section.image.show_layer(image)
         return image
 
-    def _make_prompt_layer(self, state, slot: str) -> None:
-        if not self.widget.closed and self.widget.state is None and state.image in self.widget.viewer.layers:
-            self.widget.image_layers.ensure_prompt_layers(state, (slot,))
+    def _opening_on(self, state) -> bool:
+        """Still opening on ``state``'s image: not closed, no image taken meanwhile, the image still there."""
+        widget = self.widget
+        return not widget.closed and widget.state is None and state.image in widget.viewer.layers
+
+    def _make_prompt_layer(self, state, slot: str, made: dict) -> None:
+        if self._opening_on(state) and getattr(state, slot) is None:
+            made[slot] = self.widget.image_layers.new_prompt_layer(state, slot)
+
+    def _insert(self, state, slot: str, made: dict) -> None:
+        if self._opening_on(state):
+            self.widget.image_layers.ensure_prompt_layers(state, (slot,), made)
 
     def set_image(self, layer) -> None:
         """Make ``layer`` (an Image layer, or None) the image the widget works on."""

@@ -28,6 +28,10 @@ _KEYS = {
 }
 
 
+#: The prompt layers of an image: its state's slot -> the helper role in the layer's metadata.
+PROMPT_ROLES = {"boxes": "boxes", "points": "prompts"}
+
+
 class ImageLayers:
     """Per-image states and their layers; ``widget`` provides ``viewer`` and the callbacks layers are wired to."""
 
@@ -52,13 +56,13 @@ class ImageLayers:
 
     # -- helper layers -------------------------------------------------------------
 
-    def ensure_prompt_layers(self, state: ImageState, slots: tuple[str, ...] = ("boxes", "points")) -> None:
-        """Give ``state`` its prompt layers (``slots``): those it has, its own found in the viewer, or new ones."""
+    def ensure_prompt_layers(
+        self, state: ImageState, slots: tuple[str, ...] = ("boxes", "points"), made: dict | None = None
+    ) -> None:
+        """Give ``state`` its prompt layers (``slots``): those it has, its own found in the viewer, or new ones
+        (those in ``made``, from :meth:`new_prompt_layer`, if given)."""
         layers = {}
-        for slot, role, make in (
-            ("boxes", "boxes", prompt_layers.new_boxes_layer),
-            ("points", "prompts", prompt_layers.new_points_layer),
-        ):
+        for slot, role in PROMPT_ROLES.items():
             if slot not in slots:
                 continue
             layer = getattr(state, slot)
@@ -66,13 +70,19 @@ class ImageLayers:
                 continue
             layer = self._find(state.image, role)
             if layer is None:
-                layer = make(state.image)
+                layer = (made or {}).get(slot) or self.new_prompt_layer(state, slot)
                 self._insert_above(layer, [state.image, *layers.values(), state.boxes, state.points])
             layers[slot] = layer
         if layers:
             state.set_layers(**layers)
             if state is self._wired:
                 self.wire(state)  # new layers of the current image: wire them
+
+    @staticmethod
+    def new_prompt_layer(state: ImageState, slot: str):
+        """A new prompt layer (``"points"`` or ``"boxes"``) for ``state``'s image, not in the viewer yet."""
+        make = prompt_layers.new_points_layer if slot == "points" else prompt_layers.new_boxes_layer
+        return make(state.image)
 
     def _find(self, image, role: str):
         for layer in self.viewer.layers:
