@@ -125,6 +125,10 @@ def test_the_widget_docks_empty_and_builds_its_parts_in_later_turns(make_napari_
     assert widget.everything_section is not None  # a script's first use builds the rest now
     made = set(widget.__dict__) - before
     assert made == PARTS  # the list the widget builds on use is every part the stages make
+    from qtpy.QtWidgets import QLabel
+
+    shown = [label.text() for label in widget.findChildren(QLabel) if label.isVisibleTo(widget)]
+    assert not [text for text in shown if "opening" in text]  # the placeholder line is gone (not only later)
     qtbot.waitUntil(lambda: widget.wait(timeout=0), timeout=60_000)
     assert widget.state is not None and widget.state.points is not None and widget.state.boxes is not None
 

@@ -39,6 +39,7 @@ def sections(widget) -> None:
     widget._extra_sections = QVBoxLayout()
     layout = widget.layout()
     layout.removeWidget(widget._opening)
+    widget._opening.hide()  # now: a deferred deletion waits for the event loop itself (not processEvents)
     widget._opening.deleteLater()
     for index, part in enumerate((widget.layers_section, widget.status_label, widget.prompt_section)):
         layout.insertWidget(index, part)
