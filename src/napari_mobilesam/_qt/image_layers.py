@@ -17,6 +17,7 @@ from napari.layers import Image, Labels
 from ..interactive.image_state import ImageState
 from . import labels_output, prompt_layers
 from .layer_picker import ROLE_KEY
+from .notify import reporting
 
 _KEYS = {
     "Enter": "accept",
@@ -39,7 +40,7 @@ class ImageLayers:
         self.widget = widget
         self.states: dict[str, ImageState] = {}
         self._wired: ImageState | None = None
-        self._polarity_callback = None
+        self._polarity_callback = self._press_callback = None
         widget.viewer.layers.events.removed.connect(self._on_layer_removed)
 
     @property
@@ -185,7 +186,8 @@ class ImageLayers:
                 lambda: this().default_positive if this() is not None else True
             )
             points.mouse_drag_callbacks.insert(0, self._polarity_callback)
-            points.mouse_drag_callbacks.insert(1, self.widget.prompts.on_press)  # once the polarity is set
+            self._press_callback = reporting("decoding a click")(self.widget.prompts.on_press)
+            points.mouse_drag_callbacks.insert(1, self._press_callback)  # once the polarity is set
 
     def unwire(self) -> None:
         state, self._wired = self._wired, None
@@ -196,10 +198,10 @@ class ImageLayers:
                 self._configure(layer, connect=False)
         points = state.points
         if points is not None:
-            for callback in (self._polarity_callback, self.widget.prompts.on_press):
+            for callback in (self._polarity_callback, self._press_callback):
                 if callback in points.mouse_drag_callbacks:
                     points.mouse_drag_callbacks.remove(callback)
-        self._polarity_callback = None
+        self._polarity_callback = self._press_callback = None
 
     def _configure(self, layer, connect: bool) -> None:
         widget = self.widget
