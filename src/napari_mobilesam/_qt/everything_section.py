@@ -45,33 +45,15 @@ from .stack_command import RUNS, StackRun, guarded
 
 SAMPLERS = [("Point grid (SAM)", "grid"), ("Box proposals (MobileSAMv2)", "boxes")]
 # Offered when the model has micro-sam's instance decoder.
-INSTANCE_CHOICES = [
-    ("AIS: decoder maps, watershed (micro-sam)", "ais"),
-    ("APG: prompts from the decoder (micro-sam)", "apg"),
-]
+# fmt: off
+INSTANCE_CHOICES = [("AIS: decoder maps, watershed (micro-sam)", "ais"), ("APG: prompts from the decoder (micro-sam)", "apg")]
 INSTANCE_FORMS = {
-    "ais": (
-        WatershedParams,
-        (
-            "center_distance_threshold",
-            "boundary_distance_threshold",
-            "foreground_threshold",
-            "foreground_smoothing",
-            "distance_smoothing",
-        ),
-    ),
-    "apg": (
-        APGParams,
-        (
-            "center_distance_threshold",
-            "boundary_distance_threshold",
-            "foreground_threshold",
-            "nms_threshold",
-            "batch_size",
-            "intersection_over_min",
-        ),
-    ),
+    "ais": (WatershedParams, ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold",
+                              "foreground_smoothing", "distance_smoothing")),
+    "apg": (APGParams, ("center_distance_threshold", "boundary_distance_threshold", "foreground_threshold",
+                        "nms_threshold", "batch_size", "intersection_over_min")),
 }
+# fmt: on
 FORM_LABELS = {
     "sampler": "Sampler",
     "points_per_side": "Points per side",
