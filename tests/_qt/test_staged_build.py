@@ -94,17 +94,17 @@ def test_a_failing_import_is_reported_once_and_nothing_runs(qapp, qtbot, tmp_pat
     assert [str(e) for e in errors] == ["a dependency is missing"]
 
 
-def test_run_in_turns_stops_at_an_error(qapp, qtbot):
+def test_turns_stop_at_an_error(qapp, qtbot):
     from qtpy.QtCore import QObject
 
-    from napari_mobilesam._qt.staged_build import run_in_turns
+    from napari_mobilesam._qt.staged_build import Turns
 
     parent, ran, errors = QObject(), [], []
 
     def fail():
         raise RuntimeError("no")
 
-    run_in_turns(parent, [lambda: ran.append(1), fail, lambda: ran.append(3)], errors.append)
+    Turns(parent, [lambda: ran.append(1), fail, lambda: ran.append(3)], errors.append)
     qtbot.waitUntil(lambda: bool(errors), timeout=5_000)
     qtbot.wait(20)
     assert ran == [1] and [str(e) for e in errors] == ["no"]

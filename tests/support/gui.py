@@ -170,40 +170,29 @@ class User:
 
     def click(self, world_yx, button: str = "left", alt: bool = False) -> None:
         """Press and release a mouse button on the canvas at world ``(y, x)``."""
-        from qtpy.QtCore import Qt
-        from qtpy.QtTest import QTest
-
-        native = self.canvas.native
-        which = self._button(button)
-        modifiers = Qt.KeyboardModifier.AltModifier if alt else Qt.KeyboardModifier.NoModifier
-        at = self._pixel(world_yx)
-        QTest.mouseMove(native, at)
+        self.mouse_down(world_yx, button, alt)
         self.settle(5)
-        QTest.mousePress(native, which, modifiers, at)
-        self.settle(5)
-        QTest.mouseRelease(native, which, modifiers, at)
-        self.settle()
+        self.mouse_up(world_yx, button, alt=alt)
 
-    def mouse_down(self, world_yx, button: str = "left") -> None:
+    def mouse_down(self, world_yx, button: str = "left", alt: bool = False) -> None:
         """Press a mouse button on the canvas at world ``(y, x)`` and keep it down."""
-        from qtpy.QtCore import Qt
         from qtpy.QtTest import QTest
 
         at = self._pixel(world_yx)
         QTest.mouseMove(self.canvas.native, at)
         self.settle(5)
-        QTest.mousePress(self.canvas.native, self._button(button), Qt.KeyboardModifier.NoModifier, at)
+        QTest.mousePress(self.canvas.native, self._button(button), self._modifiers(alt), at)
 
-    def mouse_up(self, world_yx, button: str = "left", shift_pixels: tuple[int, int] = (0, 0)) -> None:
+    def mouse_up(self, world_yx, button: str = "left", shift_pixels: tuple[int, int] = (0, 0), alt: bool = False):
         """Release the button at world ``(y, x)``, moved by ``shift_pixels`` ``(dx, dy)`` on screen first."""
-        from qtpy.QtCore import QPoint, Qt
+        from qtpy.QtCore import QPoint
         from qtpy.QtTest import QTest
 
         at = self._pixel(world_yx) + QPoint(*shift_pixels)
         if shift_pixels != (0, 0):
             QTest.mouseMove(self.canvas.native, at)
             self.settle(5)
-        QTest.mouseRelease(self.canvas.native, self._button(button), Qt.KeyboardModifier.NoModifier, at)
+        QTest.mouseRelease(self.canvas.native, self._button(button), self._modifiers(alt), at)
         self.settle()
 
     @staticmethod
@@ -211,6 +200,12 @@ class User:
         from qtpy.QtCore import Qt
 
         return {"left": Qt.MouseButton.LeftButton, "right": Qt.MouseButton.RightButton}[name]
+
+    @staticmethod
+    def _modifiers(alt: bool):
+        from qtpy.QtCore import Qt
+
+        return Qt.KeyboardModifier.AltModifier if alt else Qt.KeyboardModifier.NoModifier
 
     def drag(self, start_yx, end_yx, steps: int = 6) -> None:
         """Drag with the left button from ``start_yx`` to ``end_yx`` (world), through a few moves."""

@@ -16,7 +16,7 @@ from qtpy.QtCore import QTimer
 from ..errors import MobileSAMError
 from . import prompt_layers
 from .notify import report
-from .staged_build import run_in_turns
+from .staged_build import Turns
 
 
 class ImageChoice:
@@ -42,7 +42,7 @@ class ImageChoice:
             state = widget.image_layers.state_for(image)
             for slot in ("boxes", "points"):  # each layer made in one turn, inserted (napari's visuals) in the next
                 steps += [partial(self._make_prompt_layer, state, slot, made), partial(self._insert, state, slot, made)]
-        run_in_turns(widget, [*steps, self.first_image_now], partial(report, doing="opening the widget"))
+        Turns(widget, [*steps, self.first_image_now], partial(report, doing="opening the widget"))
 
     def first_image_now(self) -> None:
         """Take the first image now, unless one is taken already (a script calling the widget as it opens)."""

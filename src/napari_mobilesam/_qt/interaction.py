@@ -208,9 +208,10 @@ class PromptLoop:
             return
         state.requested = signature
         state.generation += 1
-        if self._adopt(state, objects, signature):
+        mask_input = self.refinement(state, objects)
+        if self._adopt(state, signature, mask_input):
             return
-        widget.decoder.submit(self.job(state, objects, signature))
+        widget.decoder.submit(self.job(state, objects, signature, state.generation, mask_input))
 
     # -- a click decoded at its press ---------------------------------------------------------
 
@@ -238,13 +239,11 @@ class PromptLoop:
         signature = prompt_signature(plane, points, boxes)
         if not objects or signature == state.requested:
             return
-        job = DecodeJob(
-            state, None, plane, state.embedding.embedding, objects, self.refinement(state, objects), signature
-        )
+        job = self.job(state, objects, signature, None, self.refinement(state, objects))
         self._speculation = Speculation(job)
         self.widget.decoder.submit(job)
 
-    def _adopt(self, state, objects, signature) -> bool:
+    def _adopt(self, state, signature, mask_input) -> bool:
         """The prompts just read are those decoded at the last press: use that decode (shown now if it is
         back, else when it is); False if they are not."""
         speculation = self._speculation
@@ -256,7 +255,7 @@ class PromptLoop:
             and job.signature == signature
             and job.plane.key == state.plane.key
             and job.embedding is state.embedding.embedding
-            and _same_mask(job.mask_input, self.refinement(state, objects))
+            and _same_mask(job.mask_input, mask_input)
         ):
             return False
         speculation.generation = state.generation
@@ -264,16 +263,10 @@ class PromptLoop:
             self.on_decoded(job, speculation.decoded)
         return True
 
-    def job(self, state, objects, signature) -> DecodeJob:
-        return DecodeJob(
-            state,
-            state.generation,
-            state.plane,
-            state.embedding.embedding,
-            objects,
-            self.refinement(state, objects),
-            signature,
-        )
+    @staticmethod
+    def job(state, objects, signature, generation: int | None, mask_input) -> DecodeJob:
+        """A decode of ``objects`` on ``state``'s plane and embedding (``generation`` None: at a press)."""
+        return DecodeJob(state, generation, state.plane, state.embedding.embedding, objects, mask_input, signature)
 
     def refinement(self, state, objects) -> np.ndarray | None:
         """The low-res mask fed back as ``mask_input``: the previous result of the same single object, or the
@@ -305,12 +298,7 @@ class PromptLoop:
             if speculation is None or speculation.job is not job:
                 return False
             generation = state.generation if speculation.generation is None else speculation.generation
-        return (
-            job.state is state
-            and generation == state.generation
-            and state.plane is not None
-            and job.plane.key == state.plane.key
-        )
+        return generation == state.generation and state.plane is not None and job.plane.key == state.plane.key
 
     def on_decoded(self, job: DecodeJob, decoded: Decoded) -> None:
         if job.generation is None:  # decoded at a press

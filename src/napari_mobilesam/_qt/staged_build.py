@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 
 from qtpy.QtCore import QObject, QTimer
@@ -28,7 +29,70 @@ from qtpy.QtCore import QObject, QTimer
 TICK_MS = 2
 
 
-class StagedBuild(QObject):
+class Turns(QObject):
+    """Runs ``steps`` one per event-loop turn (a child of ``parent``'s: none runs once it is gone).
+
+    A step's exception stops the steps left and goes to ``on_error``;
+    :meth:`finish` runs those left now.
+    """
+
+    def __init__(self, parent: QObject, steps: list[Callable[[], None]], on_error: Callable[[Exception], None]) -> None:
+        super().__init__(parent)
+        self._steps = list(steps)
+        self._on_error = on_error
+        self._running = False
+        self._timer = QTimer(self, singleShot=True, interval=TICK_MS)
+        self._timer.timeout.connect(self._next)
+        self._timer.start()
+
+    @property
+    def done(self) -> bool:
+        """Every step has run (or they stopped)."""
+        return not self._steps
+
+    @property
+    def running(self) -> bool:
+        """A step is running now."""
+        return self._running
+
+    def finish(self) -> None:
+        """Run every step left now; errors are raised."""
+        self._timer.stop()
+        while not self.done:
+            self._run_one()
+
+    def cancel(self) -> None:
+        """Run no more steps."""
+        self._timer.stop()
+        self._steps = []
+
+    def _ready(self) -> bool:
+        """Whether the next step may run in this turn (else it is looked at again a moment later)."""
+        return True
+
+    def _next(self) -> None:
+        if self.done:
+            return
+        if self._ready():
+            try:
+                self._run_one()
+            except Exception as error:  # noqa: BLE001 - reported as the widget reports any failure
+                self.cancel()
+                self._on_error(error)
+                return
+        if not self.done:
+            self._timer.start()
+
+    def _run_one(self) -> None:
+        step = self._steps.pop(0)
+        self._running = True
+        try:
+            step()
+        finally:
+            self._running = False
+
+
+class StagedBuild(Turns):
     """Imports ``module`` in a background thread, then runs each of its ``STAGES`` (functions called with
     ``args``), one per event-loop turn.
 
@@ -37,94 +101,31 @@ class StagedBuild(QObject):
     """
 
     def __init__(self, parent: QObject, module: str, args: tuple, on_error: Callable[[Exception], None]) -> None:
-        super().__init__(parent)  # dies with its widget, and its timer with it
         self._args = args
-        self._on_error = on_error
-        self._stages: list[Callable] | None = None  # known once the module is imported
         self._module: ModuleType | None = None
         self._import_error: BaseException | None = None
-        self._running = False
         self._imported = threading.Event()
-        self._timer = QTimer(self, singleShot=True, interval=TICK_MS)
-        self._timer.timeout.connect(self._next)
+        super().__init__(parent, [self._load_stages], on_error)  # dies with its widget, and its timer with it
         threading.Thread(target=self._import, args=(module,), name="napari-mobilesam import", daemon=True).start()
-        self._timer.start()
-
-    @property
-    def done(self) -> bool:
-        """Every stage has run (or the build stopped)."""
-        return self._stages is not None and not self._stages
-
-    @property
-    def running(self) -> bool:
-        """A stage is running now."""
-        return self._running
 
     def finish(self) -> None:
         """Run every stage left now, after the import (waited for); errors are raised."""
-        self._timer.stop()
         self._imported.wait()
-        while not self.done:
-            self._run_one()
+        super().finish()
 
-    def cancel(self) -> None:
-        """Run no more stages."""
-        self._timer.stop()
-        self._stages = []
+    def _ready(self) -> bool:
+        return self._imported.is_set()
 
     def _import(self, module: str) -> None:
         try:
             self._module = importlib.import_module(module)
-        except BaseException as error:  # noqa: BLE001 - raised on the GUI thread by the next stage
+        except BaseException as error:  # noqa: BLE001 - raised on the GUI thread by the next step
             self._import_error = error
         finally:
             self._imported.set()
 
-    def _next(self) -> None:
-        if self.done:
-            return
-        if not self._imported.is_set():
-            self._timer.start()  # look again in a moment
-            return
-        try:
-            self._run_one()
-        except Exception as error:  # noqa: BLE001 - reported as the widget reports any failure
-            self.cancel()
-            self._on_error(error)
-            return
-        if not self.done:
-            self._timer.start()
-
-    def _run_one(self) -> None:
-        if self._stages is None:
-            if self._import_error is not None:
-                self._stages = []
-                raise self._import_error
-            self._stages = list(self._module.STAGES)
-        stage = self._stages.pop(0)
-        self._running = True
-        try:
-            stage(*self._args)
-        finally:
-            self._running = False
-
-
-def run_in_turns(parent: QObject, steps: list[Callable[[], None]], on_error: Callable[[Exception], None]) -> None:
-    """Run ``steps`` one per event-loop turn (a timer of ``parent``'s: none runs once it is gone); an exception
-    stops them and goes to ``on_error``."""
-    steps = list(steps)
-    timer = QTimer(parent, singleShot=True, interval=TICK_MS)
-
-    def step() -> None:
-        try:
-            steps.pop(0)()
-        except Exception as error:  # noqa: BLE001 - reported as the widget reports any failure
-            steps.clear()
-            on_error(error)
-        if steps:
-            timer.start()
-        else:
-            timer.deleteLater()
-
-    timer.timeout.connect(step)
-    timer.start()
+    def _load_stages(self) -> None:
+        """The first step: the module's stages become the steps that follow."""
+        if self._import_error is not None:
+            raise self._import_error
+        self._steps[:0] = [partial(stage, *self._args) for stage in self._module.STAGES]

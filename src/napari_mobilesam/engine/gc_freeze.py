@@ -11,7 +11,9 @@ measured on a 2-core machine, the window frozen meanwhile. Inside
 objects (0.03-0.08 s); afterwards they are given back to the collector
 (:func:`gc.unfreeze`), so nothing is kept alive for longer than one load:
 garbage among them is collected by the next full collection, as without it.
-Nested and concurrent uses share one freeze, undone by the last to leave.
+The dock widget holds it too while it opens (its layers, and the load it
+starts). Nested and concurrent uses share one freeze, undone by the last to
+leave.
 """
 
 from __future__ import annotations
